@@ -1,0 +1,236 @@
+"""The `council` command: the project's user interface in the terminal.
+
+Subcommands grow with each capability. This module only parses arguments, sets up logging and
+formats output; the work happens in the packages it calls. Heavy packages are imported inside
+the subcommand that needs them, so `council --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from providers.loading import LoadedSettings, load_settings
+from providers.secrets import RedactingFilter
+
+log = logging.getLogger("council")
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _load(args: argparse.Namespace) -> LoadedSettings:
+    workspace = Path(args.workspace).resolve() if args.workspace else Path.cwd()
+    loaded = load_settings(workspace)
+    for problem in loaded.problems:
+        print(f"council: config: {problem}", file=sys.stderr)
+    return loaded
+
+
+# -- council providers -------------------------------------------------------------------
+
+
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def _format_rows(rows: list) -> str:
+    header = (
+        "PROVIDER",
+        "MODEL",
+        "ROLES",
+        "LOCAL",
+        "REACHABLE",
+        "LATENCY",
+        "FIM",
+        "JSON-SCHEMA",
+        "HEALTH",
+        "NOTE",
+    )
+    table = [header]
+    for r in rows:
+        note = r.error or ("model not listed by server" if r.model_listed is False else "")
+        health = r.health if not r.cooldown_s else f"{r.health} {r.cooldown_s:.0f}s"
+        table.append(
+            (
+                r.provider,
+                r.model,
+                ",".join(r.roles) or "-",
+                _yes_no(r.local),
+                _yes_no(r.reachable),
+                f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-",
+                _yes_no(r.fim) if r.reachable else "-",
+                _yes_no(r.json_schema) if r.reachable else "-",
+                health,
+                note,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    lines = []
+    for row in table:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
+    return "\n".join(lines)
+
+
+async def _providers(args: argparse.Namespace) -> int:
+    from providers.health import HealthTracker
+    from providers.probe import ProbeCache, default_cache_path, probe_all
+    from providers.registry import build_providers, close_all
+
+    settings = _load(args).settings
+    providers = build_providers(settings)
+    cfg = settings.router
+    health = HealthTracker(
+        failures=cfg.cooldown_failures,
+        window_secs=cfg.cooldown_window_secs,
+        cooldown_secs=cfg.cooldown_secs,
+    )
+    cache = ProbeCache(
+        None if args.no_cache else default_cache_path(), settings.router.probe_cache_ttl_secs
+    )
+    try:
+        rows = await probe_all(
+            settings, providers, cache=cache, refresh=args.refresh, health=health
+        )
+    finally:
+        await close_all(providers)
+    if args.json:
+        print(json.dumps([r.model_dump() for r in rows], indent=2))
+    else:
+        print(_format_rows(rows))
+        if any(not r.reachable for r in rows):
+            print(
+                "\nUnreachable providers are skipped by the router; start the server or fix "
+                "base_url in council.toml (see README 'Providers').",
+            )
+    return 0
+
+
+# -- council config ----------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    data = {
+        "sources": list(loaded.sources),
+        "problems": [str(p) for p in loaded.problems],
+        "settings": loaded.settings.model_dump(mode="json"),
+    }
+    print(json.dumps(data, indent=2))
+    return 1 if (args.strict and loaded.problems) else 0
+
+
+# -- council ask -------------------------------------------------------------------------
+
+
+async def _ask(args: argparse.Namespace) -> int:
+    from providers.base import ChatRequest
+    from providers.errors import ProviderError
+    from providers.registry import build_providers, close_all
+    from providers.router import Router
+
+    settings = _load(args).settings
+    providers = build_providers(settings)
+    router = Router(settings, providers, workspace=Path.cwd())
+    run = router.new_run()
+    request = ChatRequest.of(" ".join(args.prompt), max_tokens=args.max_tokens)
+    try:
+        async for delta in router.stream_chat(args.role, request, run=run):
+            sys.stdout.write(delta.text)
+            sys.stdout.flush()
+    except ProviderError as exc:
+        print(f"\ncouncil: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await close_all(providers)
+    print()
+    for record in run.records:
+        print(
+            f"[{record.role}] {record.provider}:{record.model} tier {record.tier} "
+            f"{record.outcome} {record.prompt_tokens}+{record.completion_tokens} tokens "
+            f"${record.cost_usd:.5f} {record.latency_s * 1000:.0f} ms",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# -- council bench -----------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "router":
+        from providers.bench import bench_router
+
+        report = anyio.run(bench_router, args.calls, args.warmup)
+        print(json.dumps(report, indent=2))
+        return 0
+    raise SystemExit(f"unknown benchmark {args.bench!r}")
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="council",
+        description="SLM Coding Council: a council of small language models for your editor.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--workspace", help="workspace folder whose council.toml applies (default: cwd)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("providers", help="probe every configured provider/model and show a table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--refresh", action="store_true", help="re-probe cached capabilities")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
+    p = sub.add_parser("config", help="print the effective settings, their sources and problems")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are problems")
+
+    p = sub.add_parser("ask", help="send one prompt to a role through the router (streams)")
+    p.add_argument("prompt", nargs="+")
+    p.add_argument("--role", default="generator")
+    p.add_argument("--max-tokens", type=int, default=512)
+
+    p = sub.add_parser("bench", help="benchmarks that print JSON")
+    p.add_argument("bench", choices=["router"])
+    p.add_argument("--calls", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=50)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "providers":
+            return anyio.run(_providers, args)
+        if args.command == "config":
+            return _config(args)
+        if args.command == "ask":
+            return anyio.run(_ask, args)
+        if args.command == "bench":
+            return _bench(args)
+    except KeyboardInterrupt:
+        return 130
+    raise SystemExit(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

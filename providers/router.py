@@ -1,0 +1,419 @@
+"""The router: role -> ordered tiers, with retries, escalation, cooldowns, budget and privacy.
+
+For each call the router works out which tiers are eligible (privacy rules, classifier tags),
+then walks them in order. Inside a tier, transient failures (429, 5xx, timeouts, refused or
+reset connections, cut streams) are retried with exponential backoff and full jitter, or after
+the server's `Retry-After` when it sent one; a `Retry-After` longer than
+`router.retry_after_max_secs` escalates at once rather than stalling the user. Anything else
+(a rejected request, an exhausted retry budget, or a `QualityFailure` raised by the caller's
+`accept` check) moves on to the next tier. Policy errors (budget, local-only, no tiers) stop
+the call: escalation cannot fix them.
+
+Streaming is retried and escalated only until the first token has reached the caller; after
+that a failure is raised, since the caller has already shown part of the answer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing, suppress
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+import anyio
+
+from providers.base import ChatRequest, CompletionRequest, Delta, Provider, Result, Usage
+from providers.budget import CallRecord, RunContext
+from providers.classify import ROUTER_SYSTEM, parse_category, rule_tags
+from providers.errors import (
+    AllTiersFailed,
+    LocalOnlyViolation,
+    NoTiers,
+    PolicyError,
+    ProviderError,
+    QualityFailure,
+    Retryable,
+)
+from providers.health import EndpointHealth, HealthTracker
+from providers.openai_compat import estimate_tokens
+from providers.secrets import REDACTOR
+from providers.settings import Settings, Tier
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Accept = Callable[[Result, Callable[[ChatRequest], Awaitable[Result]]], Awaitable[T]]
+"""`accept(result, retry)` validates a result; `retry(request)` re-asks the same target once
+(e.g. a repair prompt); raising `QualityFailure` escalates to the next tier."""
+
+
+@dataclass
+class Slot:
+    """One attempt at one tier, handed to the call loop."""
+
+    role: str
+    tier_index: int
+    tier: Tier
+    provider: Provider
+    attempt: int
+    error: ProviderError | None = None
+    escalate: bool = False
+
+
+@dataclass
+class Routed:
+    """A routed answer: the result plus which tier answered and what came before it."""
+
+    result: Result
+    tier: int
+    attempts: list[str] = field(default_factory=list)
+    value: Any = None
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Mapping[str, Provider],
+        *,
+        workspace: Path | None = None,
+        health: HealthTracker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.providers = dict(providers)
+        self.workspace = workspace
+        cfg = settings.router
+        self.health = health or HealthTracker(
+            failures=cfg.cooldown_failures,
+            window_secs=cfg.cooldown_window_secs,
+            cooldown_secs=cfg.cooldown_secs,
+            clock=clock,
+        )
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._tag_cache: dict[int, set[str]] = {}
+
+    # -- public API -------------------------------------------------------------------
+
+    def new_run(self) -> RunContext:
+        c = self.settings.council
+        return RunContext(budget_usd=c.budget_usd, budget_tokens=c.budget_tokens)
+
+    async def chat(
+        self,
+        role: str,
+        request: ChatRequest,
+        *,
+        run: RunContext | None = None,
+        path: Path | str | None = None,
+        language: str | None = None,
+        accept: Accept[Any] | None = None,
+    ) -> Routed:
+        run = run or self.new_run()
+        tags = await self._tags(role, request.text(), language, run)
+        attempts: list[str] = []
+        async with aclosing(self._slots(role, request.text(), run, path, tags, attempts)) as slots:
+            async for slot in slots:
+                asked = request.model_copy(update={"model": slot.tier.model})
+                try:
+                    result = await self._call(slot, run, slot.provider.chat, asked)
+                    value = None
+                    if accept is not None:
+
+                        async def retry(again: ChatRequest, slot: Slot = slot) -> Result:
+                            again = again.model_copy(update={"model": slot.tier.model})
+                            return await self._call(slot, run, slot.provider.chat, again)
+
+                        value = await accept(result, retry)
+                except QualityFailure as exc:
+                    slot.error, slot.escalate = exc, True
+                    continue
+                except PolicyError:
+                    raise
+                except ProviderError as exc:
+                    slot.error = exc
+                    continue
+                return Routed(result=result, tier=slot.tier_index, attempts=attempts, value=value)
+        raise AssertionError("unreachable: _slots raises when tiers run out")
+
+    async def complete(
+        self,
+        role: str,
+        request: CompletionRequest,
+        *,
+        run: RunContext | None = None,
+        path: Path | str | None = None,
+        language: str | None = None,
+    ) -> Routed:
+        run = run or self.new_run()
+        tags = await self._tags(role, request.text(), language, run)
+        attempts: list[str] = []
+        async with aclosing(self._slots(role, request.text(), run, path, tags, attempts)) as slots:
+            async for slot in slots:
+                asked = request.model_copy(update={"model": slot.tier.model})
+                try:
+                    result = await self._call(slot, run, slot.provider.complete, asked)
+                except PolicyError:
+                    raise
+                except ProviderError as exc:
+                    slot.error = exc
+                    continue
+                return Routed(result=result, tier=slot.tier_index, attempts=attempts)
+        raise AssertionError("unreachable: _slots raises when tiers run out")
+
+    async def stream_chat(
+        self,
+        role: str,
+        request: ChatRequest,
+        *,
+        run: RunContext | None = None,
+        path: Path | str | None = None,
+        language: str | None = None,
+    ) -> AsyncIterator[Delta]:
+        """Stream from the first tier that produces a token; see the module docstring."""
+        run = run or self.new_run()
+        tags = await self._tags(role, request.text(), language, run)
+        attempts: list[str] = []
+        async with aclosing(self._slots(role, request.text(), run, path, tags, attempts)) as slots:
+            async for slot in slots:
+                asked = request.model_copy(update={"model": slot.tier.model})
+                started = time.perf_counter()
+                produced = False
+                usage: Usage | None = None
+                try:
+                    async with aclosing(slot.provider.stream_chat(asked)) as stream:
+                        async for delta in stream:
+                            produced = produced or bool(delta.text)
+                            if delta.usage:
+                                usage = delta.usage
+                            yield delta
+                except PolicyError:
+                    raise
+                except ProviderError as exc:
+                    self._failed(slot, run, exc, time.perf_counter() - started)
+                    if produced:
+                        raise
+                    slot.error = exc
+                    continue
+                latency = time.perf_counter() - started
+                self._succeeded(slot, run, usage or Usage(estimated=True), latency, "chat")
+                return
+
+    def health_snapshot(self) -> list[EndpointHealth]:
+        return [self.health.snapshot(name) for name in sorted(self.providers)]
+
+    def eligible_tiers(
+        self, role: str, *, path: Path | str | None = None, tags: set[str] | None = None
+    ) -> list[tuple[int, Tier]]:
+        """The tiers a call would try, in order, before health is considered."""
+        tiers = list(enumerate(self.settings.roles.tiers(role)))
+        if not tiers:
+            raise NoTiers(
+                f"role '{role}' has no tiers: set roles.{role} in council.toml "
+                '(for example roles.{role} = ["ollama:qwen2.5-coder:7b"])'.replace("{role}", role)
+            )
+        reason = self._local_only_reason(path)
+        if reason:
+            refused = [t.target for _, t in tiers if not self._is_local(t.provider)]
+            tiers = [(i, t) for i, t in tiers if self._is_local(t.provider)]
+            if not tiers:
+                raise LocalOnlyViolation(
+                    f"local_only is on ({reason}) and role '{role}' has no local provider; "
+                    f"refused: {', '.join(refused)}. Add a local tier to roles.{role}, or mark "
+                    "a provider that runs on this machine with local = true."
+                )
+        if tags is not None:
+            tiers = [(i, t) for i, t in tiers if not t.when or set(t.when) & tags]
+        return tiers
+
+    # -- the shared tier walk -----------------------------------------------------------
+
+    async def _slots(
+        self,
+        role: str,
+        text: str,
+        run: RunContext,
+        path: Path | str | None,
+        tags: set[str] | None,
+        attempts: list[str],
+    ) -> AsyncIterator[Slot]:
+        cfg = self.settings.router
+        tiers = self.eligible_tiers(role, path=path, tags=tags)
+        for index, tier in tiers:
+            provider = self.providers.get(tier.provider)
+            if provider is None:
+                attempts.append(f"{tier.target}: provider '{tier.provider}' is not configured")
+                continue
+            if not self.health.available(tier.provider):
+                wait = self.health.cooldown_remaining(tier.provider)
+                attempts.append(f"{tier.target}: skipped, cooling down ({wait:.0f}s left)")
+                continue
+            for attempt in range(cfg.max_retries + 1):
+                self._check_budget(run, tier, text)
+                slot = Slot(role, index, tier, provider, attempt)
+                yield slot
+                error = slot.error
+                if error is None:
+                    return
+                attempts.append(f"{tier.target} (attempt {attempt + 1}): {error}")
+                if slot.escalate or not isinstance(error, Retryable):
+                    break
+                if attempt == cfg.max_retries or not self.health.available(tier.provider):
+                    break
+                delay = self._backoff(attempt, error.retry_after)
+                if delay is None:
+                    attempts.append(
+                        f"{tier.target}: Retry-After {error.retry_after:.0f}s exceeds "
+                        f"router.retry_after_max_secs; escalating"
+                    )
+                    break
+                log.info("retrying %s in %.2fs after: %s", tier.target, delay, error)
+                await self._sleep(delay)
+        raise AllTiersFailed(f"role '{role}': no tier could answer", attempts)
+
+    async def _call(
+        self,
+        slot: Slot,
+        run: RunContext,
+        fn: Callable[[Any], Awaitable[Result]],
+        request: Any,
+    ) -> Result:
+        started = time.perf_counter()
+        try:
+            result = await fn(request)
+        except PolicyError:
+            raise
+        except ProviderError as exc:
+            self._failed(slot, run, exc, time.perf_counter() - started)
+            raise
+        self._succeeded(slot, run, result.usage, result.latency_s, result.via, result.model)
+        return result
+
+    def _succeeded(
+        self,
+        slot: Slot,
+        run: RunContext,
+        usage: Usage,
+        latency_s: float,
+        via: str,
+        model: str | None = None,
+    ) -> None:
+        self.health.record_success(slot.tier.provider, latency_s)
+        config = self.settings.providers.get(slot.tier.provider)
+        price = config.price_for(slot.tier.model) if config else None
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
+        run.record(
+            CallRecord(
+                role=slot.role,
+                provider=slot.tier.provider,
+                model=model or slot.tier.model,
+                tier=slot.tier_index,
+                attempt=slot.attempt,
+                outcome="ok",
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=cost,
+                latency_s=latency_s,
+                estimated_usage=usage.estimated,
+                via=via,
+            )
+        )
+
+    def _failed(self, slot: Slot, run: RunContext, exc: ProviderError, latency_s: float) -> None:
+        message = REDACTOR(str(exc))
+        if isinstance(exc, Retryable) and self.health.record_failure(slot.tier.provider, message):
+            log.warning("%s is cooling down after repeated failures", slot.tier.provider)
+        run.record(
+            CallRecord(
+                role=slot.role,
+                provider=slot.tier.provider,
+                model=slot.tier.model,
+                tier=slot.tier_index,
+                attempt=slot.attempt,
+                outcome=f"error: {type(exc).__name__}",
+                latency_s=latency_s,
+            )
+        )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        cfg = self.settings.router
+        if retry_after is not None:
+            if retry_after > cfg.retry_after_max_secs:
+                return None
+            return retry_after
+        ceiling = min(cfg.backoff_max_secs, cfg.backoff_base_secs * (2**attempt))
+        return self._rng.uniform(0, ceiling)
+
+    def _check_budget(self, run: RunContext, tier: Tier, text: str) -> None:
+        tokens = estimate_tokens(text)
+        config = self.settings.providers.get(tier.provider)
+        cost = config.price_for(tier.model).cost(tokens, 0) if config else 0.0
+        run.check(tier.target, tokens, cost)
+
+    # -- privacy and classification -------------------------------------------------------
+
+    def _is_local(self, provider: str) -> bool:
+        live = self.providers.get(provider)
+        if live is not None:
+            return bool(live.local)
+        config = self.settings.providers.get(provider)
+        return bool(config and config.is_local)
+
+    def _local_only_reason(self, path: Path | str | None) -> str | None:
+        if self.settings.council.local_only:
+            return "council.local_only"
+        if path is None or not self.settings.privacy.rules:
+            return None
+        candidate = Path(path)
+        if self.workspace is not None and candidate.is_absolute():
+            with suppress(ValueError):
+                candidate = candidate.resolve().relative_to(self.workspace.resolve())
+        posix = PurePosixPath(candidate.as_posix())
+        decision: str | None = None
+        for rule in self.settings.privacy.rules:  # later rules win, like .gitignore
+            if posix.match(rule.glob) or fnmatch.fnmatch(str(posix), rule.glob):
+                decision = f"privacy rule '{rule.glob}'" if rule.local_only else None
+        return decision
+
+    async def _tags(
+        self, role: str, text: str, language: str | None, run: RunContext
+    ) -> set[str] | None:
+        """Classify only when some tier of this role is conditional; None means no filter."""
+        if role == "router" or not any(t.when for t in self.settings.roles.tiers(role)):
+            return None
+        cfg = self.settings.router
+        tags = rule_tags(text, language=language, large_chars=cfg.large_request_chars)
+        if cfg.classifier == "off":
+            return {t for t in tags if not t.startswith(("math", "general"))}
+        use_llm = cfg.classifier == "llm" or (
+            cfg.classifier == "auto" and bool(self.settings.roles.router)
+        )
+        if not use_llm:
+            return tags
+        key = hash((text, language))
+        if key in self._tag_cache:
+            return self._tag_cache[key]
+        try:
+            routed = await self.chat(
+                "router",
+                ChatRequest.of(text[:4000], system=ROUTER_SYSTEM, max_tokens=20, temperature=0),
+                run=run,
+            )
+            category = parse_category(routed.result.text)
+        except PolicyError:
+            raise
+        except ProviderError as exc:
+            log.info("router model unavailable, classifying by rules: %s", exc)
+            category = None
+        if category:
+            tags = {t for t in tags if t not in ("math", "general")} | {category}
+        self._tag_cache[key] = tags
+        return tags

@@ -1,0 +1,183 @@
+"""The typed `council.toml` shape.
+
+Every field has a default, so an empty file (or no file at all) is a valid configuration and
+a bad value can always fall back to its default. Models forbid unknown keys so that a typo
+such as `max_refinment_passes` is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ROLE_NAMES = ("orchestrator", "researcher", "generator", "debugger", "tester", "router")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """US dollars per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+class CapabilityOverrides(_Strict):
+    """Skip probing a capability by stating it (useful for servers that accept but ignore it)."""
+
+    fim: bool | None = None
+    json_schema: bool | None = None
+
+
+class ProviderConfig(_Strict):
+    """One OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, LM Studio, OpenAI, ...)."""
+
+    base_url: str
+    api_key_env: str | None = None
+    local: bool | None = Field(
+        None,
+        description="Allowed under local_only. Left unset, it is true only for loopback hosts.",
+    )
+    timeout_secs: float | None = Field(None, gt=0)
+    price: Price = Price()
+    model_prices: dict[str, Price] = Field(default_factory=dict)
+    capabilities: CapabilityOverrides = CapabilityOverrides()
+    stream_usage: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://localhost:11434/v1")
+        return value.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        """Explicit `local` wins; else only loopback hosts count as local (never guess cloud)."""
+        if self.local is not None:
+            return self.local
+        host = urlsplit(self.base_url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    def price_for(self, model: str) -> Price:
+        return self.model_prices.get(model, self.price)
+
+
+class Tier(_Strict):
+    """One escalation step: a `provider:model` target, optionally limited to request classes."""
+
+    target: str
+    when: tuple[str, ...] = ()
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        provider, sep, model = value.partition(":")
+        if not sep or not provider or not model:
+            raise ValueError("expected 'provider:model'")
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.target.partition(":")[0]
+
+    @property
+    def model(self) -> str:
+        return self.target.partition(":")[2]
+
+
+def _tiers(value: object) -> object:
+    """Accept `"p:m"`, `["p:m", ...]` or `[{target=..., when=[...]}, ...]`."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return [{"target": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+class RolesConfig(_Strict):
+    """Role -> ordered tiers; the first tier is the primary, the rest are escalation tiers."""
+
+    orchestrator: tuple[Tier, ...] = (Tier(target="ollama:qwen2.5-coder:7b"),)
+    researcher: tuple[Tier, ...] = (Tier(target="ollama:qwen2.5-coder:7b"),)
+    generator: tuple[Tier, ...] = (Tier(target="ollama:qwen2.5-coder:7b"),)
+    debugger: tuple[Tier, ...] = (Tier(target="ollama:qwen2.5-coder:7b"),)
+    tester: tuple[Tier, ...] = (Tier(target="ollama:qwen2.5-coder:7b"),)
+    router: tuple[Tier, ...] = ()
+
+    _coerce = field_validator(*ROLE_NAMES, mode="before")(classmethod(lambda cls, v: _tiers(v)))
+
+    def tiers(self, role: str) -> tuple[Tier, ...]:
+        if role not in ROLE_NAMES:
+            raise KeyError(f"unknown role {role!r}; roles are {', '.join(ROLE_NAMES)}")
+        tiers: tuple[Tier, ...] = getattr(self, role)
+        return tiers
+
+
+class CouncilConfig(_Strict):
+    max_refinement_passes: int = Field(3, ge=0, le=10)
+    consensus_threshold: float = Field(0.8, ge=0, le=1)
+    request_timeout_secs: float = Field(120.0, gt=0)
+    budget_usd: float | None = Field(0.50, ge=0, description="Per-run cost cap; unset = none.")
+    budget_tokens: int | None = Field(None, ge=0, description="Per-run token cap; unset = none.")
+    local_only: bool = False
+
+
+class RouterConfig(_Strict):
+    max_retries: int = Field(2, ge=0, le=10, description="Retries inside a tier before escalating.")
+    backoff_base_secs: float = Field(0.5, ge=0)
+    backoff_max_secs: float = Field(8.0, ge=0)
+    retry_after_max_secs: float = Field(
+        30.0, ge=0, description="A longer Retry-After escalates at once instead of waiting."
+    )
+    cooldown_failures: int = Field(3, ge=1, description="Failures within the window that trip it.")
+    cooldown_window_secs: float = Field(60.0, gt=0)
+    cooldown_secs: float = Field(30.0, ge=0)
+    classifier: Literal["auto", "rules", "llm", "off"] = "auto"
+    large_request_chars: int = Field(12_000, ge=1)
+    probe_timeout_secs: float = Field(3.0, gt=0)
+    probe_cache_ttl_secs: float = Field(86_400.0, ge=0)
+
+
+class PrivacyRule(_Strict):
+    """Paths matching `glob` (relative to the workspace) are only sent to local providers."""
+
+    glob: str
+    local_only: bool = True
+
+
+class PrivacyConfig(_Strict):
+    rules: tuple[PrivacyRule, ...] = ()
+
+
+class CompletionConfig(_Strict):
+    backend: str = "specialist"
+
+
+def _default_providers() -> dict[str, ProviderConfig]:
+    return {"ollama": ProviderConfig(base_url="http://localhost:11434/v1", local=True)}
+
+
+class Settings(_Strict):
+    providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
+    roles: RolesConfig = RolesConfig()
+    council: CouncilConfig = CouncilConfig()
+    router: RouterConfig = RouterConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    completion: CompletionConfig = CompletionConfig()
