@@ -162,9 +162,7 @@ async def _probe(provider: Provider, model: str, cached: Capabilities | None) ->
             probed_at=time.time(),
         )
         if cached is not None:
-            live = live.model_copy(
-                update={"fim": cached.fim, "json_schema": cached.json_schema}
-            )
+            live = live.model_copy(update={"fim": cached.fim, "json_schema": cached.json_schema})
             provider.remember(model, live)
         return live
     return await provider.probe(model)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 import time
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
