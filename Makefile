@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m council.demo
+	$(BIN)/council demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 
+from providers.errors import ProviderError
 from providers.loading import LoadedSettings, load_settings
 from providers.secrets import RedactingFilter
 
@@ -43,52 +44,9 @@ def _load(args: argparse.Namespace) -> LoadedSettings:
 # -- council providers -------------------------------------------------------------------
 
 
-def _yes_no(value: bool | None) -> str:
-    return "?" if value is None else ("yes" if value else "no")
-
-
-def _format_rows(rows: list) -> str:
-    header = (
-        "PROVIDER",
-        "MODEL",
-        "ROLES",
-        "LOCAL",
-        "REACHABLE",
-        "LATENCY",
-        "FIM",
-        "JSON-SCHEMA",
-        "HEALTH",
-        "NOTE",
-    )
-    table = [header]
-    for r in rows:
-        note = r.error or ("model not listed by server" if r.model_listed is False else "")
-        health = r.health if not r.cooldown_s else f"{r.health} {r.cooldown_s:.0f}s"
-        table.append(
-            (
-                r.provider,
-                r.model,
-                ",".join(r.roles) or "-",
-                _yes_no(r.local),
-                _yes_no(r.reachable),
-                f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-",
-                _yes_no(r.fim) if r.reachable else "-",
-                _yes_no(r.json_schema) if r.reachable else "-",
-                health,
-                note,
-            )
-        )
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
-    lines = []
-    for row in table:
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
-    return "\n".join(lines)
-
-
 async def _providers(args: argparse.Namespace) -> int:
     from providers.health import HealthTracker
-    from providers.probe import ProbeCache, default_cache_path, probe_all
+    from providers.probe import ProbeCache, default_cache_path, format_table, probe_all
     from providers.registry import build_providers, close_all
 
     settings = _load(args).settings
@@ -111,7 +69,7 @@ async def _providers(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.model_dump() for r in rows], indent=2))
     else:
-        print(_format_rows(rows))
+        print(format_table(rows))
         if any(not r.reachable for r in rows):
             print(
                 "\nUnreachable providers are skipped by the router; start the server or fix "
@@ -208,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", default="generator")
     p.add_argument("--max-tokens", type=int, default=512)
 
+    sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
+
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     p.add_argument("bench", choices=["router"])
     p.add_argument("--calls", type=int, default=1000)
@@ -225,10 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args)
         if args.command == "ask":
             return anyio.run(_ask, args)
+        if args.command == "demo":
+            from council.demo import run_demo
+
+            return anyio.run(run_demo)
         if args.command == "bench":
             return _bench(args)
     except KeyboardInterrupt:
         return 130
+    except ProviderError as exc:  # already redacted and readable; no traceback for users
+        print(f"council: {exc}", file=sys.stderr)
+        return 1
     raise SystemExit(f"unknown command {args.command!r}")
 
 

@@ -53,9 +53,14 @@ class RunContext:
         with self._lock:
             self.records.append(call)
 
-    def check(self, target: str, prompt_tokens: int, prompt_cost_usd: float) -> None:
-        """Refuse the next call when the cap is spent or its prompt alone would exceed it."""
-        if self.budget_usd is not None:
+    def check(
+        self, target: str, prompt_tokens: int, prompt_cost_usd: float, *, priced: bool = True
+    ) -> None:
+        """Refuse the next call when the cap is spent or its prompt alone would exceed it.
+
+        Free calls (`priced=False`, e.g. local models) pass even a zero cap.
+        """
+        if self.budget_usd is not None and priced:
             spent = self.spent_usd
             if spent >= self.budget_usd or spent + prompt_cost_usd > self.budget_usd:
                 raise BudgetExceeded(

@@ -10,6 +10,7 @@ connection whose response was not read to the end), so a cancelled run stops cos
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -110,7 +111,9 @@ class OpenAICompatProvider:
             base_url=config.base_url,
             # Local servers ignore the key, but the SDK insists on one.
             api_key=self._key or "no-key",
-            timeout=httpx2.Timeout(timeout, connect=min(10.0, timeout)),
+            # A plain float: this SDK release mishandles httpx2.Timeout objects once a request
+            # has used a per-call timeout (TypeError inside the transport).
+            timeout=timeout,
             max_retries=0,
         )
 
@@ -243,7 +246,7 @@ class OpenAICompatProvider:
 
     async def list_models(self) -> list[str]:
         try:
-            page = await self._client.with_options(timeout=self._probe_timeout).models.list()
+            page = await self._client.models.list(timeout=self._probe_timeout)
         except Exception as exc:
             raise self._translate(exc, None) from None
         return [m.id for m in page.data]
@@ -265,6 +268,11 @@ class OpenAICompatProvider:
         caps.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         caps.model_listed = (model in models) if models else None
         fast = self._client.with_options(timeout=self._probe_timeout)
+        # Latency of a warm round trip: the first call also pays for connecting and lazy setup.
+        started = time.perf_counter()
+        with contextlib.suppress(ProviderError):
+            await self.list_models()
+            caps.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         caps.fim = self.config.capabilities.fim
         if caps.fim is None:
             caps.fim = await self._check(

@@ -166,3 +166,47 @@ async def _probe(provider: Provider, model: str, cached: Capabilities | None) ->
             provider.remember(model, live)
         return live
     return await provider.probe(model)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def format_table(rows: list[ProviderRow]) -> str:
+    """The human-readable `council providers` table."""
+    header = (
+        "PROVIDER",
+        "MODEL",
+        "ROLES",
+        "LOCAL",
+        "REACHABLE",
+        "LATENCY",
+        "FIM",
+        "JSON-SCHEMA",
+        "HEALTH",
+        "NOTE",
+    )
+    table = [header]
+    for r in rows:
+        note = r.error or ("model not listed by server" if r.model_listed is False else "")
+        health = r.health if not r.cooldown_s else f"{r.health} {r.cooldown_s:.0f}s"
+        table.append(
+            (
+                r.provider,
+                r.model,
+                ",".join(r.roles) or "-",
+                _yes_no(r.local),
+                _yes_no(r.reachable),
+                f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-",
+                _yes_no(r.fim) if r.reachable else "-",
+                _yes_no(r.json_schema) if r.reachable else "-",
+                health,
+                note,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    lines = []
+    for row in table:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
+    return "\n".join(lines)

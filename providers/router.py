@@ -355,8 +355,10 @@ class Router:
     def _check_budget(self, run: RunContext, tier: Tier, text: str) -> None:
         tokens = estimate_tokens(text)
         config = self.settings.providers.get(tier.provider)
-        cost = config.price_for(tier.model).cost(tokens, 0) if config else 0.0
-        run.check(tier.target, tokens, cost)
+        price = config.price_for(tier.model) if config else None
+        cost = price.cost(tokens, 0) if price else 0.0
+        priced = bool(price and (price.input_per_mtok or price.output_per_mtok))
+        run.check(tier.target, tokens, cost, priced=priced)
 
     # -- privacy and classification -------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""`council demo` (what `make demo` runs): the main job as it exists so far, end to end.
+
+It needs no model and no network: a scripted loopback server stands in for a local model
+server and another for a cloud API, and the demo says so. What it shows is real: the
+configuration loader, the capability probe and `council providers` table, the router
+retrying a dead endpoint, escalating to the next tier, recording usage and cost, and the
+local-only policy refusing a cloud provider.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import textwrap
+from pathlib import Path
+
+from providers.base import ChatRequest
+from providers.errors import ProviderError
+from providers.loading import load_settings
+from providers.loopback import LoopbackProvider
+from providers.probe import ProbeCache, format_table, probe_all
+from providers.registry import build_providers, close_all
+from providers.router import Router
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _say(title: str) -> None:
+    print(f"\n== {title}")
+
+
+async def run_demo() -> int:
+    with (
+        LoopbackProvider(models=("qwen2.5-coder:7b",)) as local_stand_in,
+        LoopbackProvider(models=("gpt-4.1-mini",), supports_suffix=False) as cloud_stand_in,
+        tempfile.TemporaryDirectory(prefix="council-demo-") as tmp,
+    ):
+        dead = _free_port()
+        config = textwrap.dedent(
+            f"""\
+            # A dead endpoint, a local stand-in and a "cloud" stand-in.
+            [providers.offline]
+            base_url = "http://127.0.0.1:{dead}/v1"   # nothing listens here
+            local = true
+            [providers.local]
+            base_url = "{local_stand_in.base_url}"
+            [providers.cloud]
+            base_url = "{cloud_stand_in.base_url}"
+            local = false
+            price = {{ input_per_mtok = 0.40, output_per_mtok = 1.60 }}
+
+            [roles]
+            orchestrator = ["cloud:gpt-4.1-mini"]
+            researcher   = ["local:qwen2.5-coder:7b"]
+            generator    = ["offline:qwen2.5-coder:7b", "local:qwen2.5-coder:7b"]
+            debugger     = ["local:qwen2.5-coder:7b"]
+            tester       = ["local:qwen2.5-coder:7b"]
+
+            [router]
+            max_retries = 1
+            backoff_base_secs = 0.05
+            """
+        )
+        workspace = Path(tmp)
+        (workspace / "council.toml").write_text(config, encoding="utf-8")
+        print("SLM Coding Council demo: providers and the router.")
+        print(
+            "Two scripted loopback servers stand in for model servers (their answers are canned);"
+            "\nthe configuration, probing, routing, retries, escalation, accounting and policy"
+            " are the real code."
+        )
+        _say(f"workspace council.toml ({workspace / 'council.toml'})")
+        print(config.rstrip())
+
+        loaded = load_settings(workspace, env={}, home=workspace / "no-home")
+        for problem in loaded.problems:
+            print(f"config problem: {problem}")
+        settings = loaded.settings
+        providers = build_providers(settings, env={})
+        router = Router(settings, providers, workspace=workspace)
+        try:
+            _say("council providers")
+            rows = await probe_all(
+                settings, providers, cache=ProbeCache(None, 0), health=router.health
+            )
+            print(format_table(rows))
+
+            _say("role 'generator': tier 1 is offline, tier 2 answers")
+            run = router.new_run()
+            try:
+                routed = await router.chat(
+                    "generator",
+                    ChatRequest.of("Write binary search over a sorted list."),
+                    run=run,
+                )
+            except ProviderError as exc:
+                print(f"  failed: {exc}")
+                return 1
+            for attempt in routed.attempts:
+                print(f"  tried  {attempt}")
+            print(f"  answer {routed.result.provider}:{routed.result.model}: {routed.result.text}")
+
+            _say("role 'orchestrator' on the priced cloud stand-in")
+            await router.chat("orchestrator", ChatRequest.of("Plan the change."), run=run)
+            for r in run.records:
+                print(
+                    f"  {r.role:<12} {r.provider + ':' + r.model:<26} {r.outcome:<24} "
+                    f"{r.prompt_tokens:>3}+{r.completion_tokens:<3} tokens  ${r.cost_usd:.6f}"
+                    f"  {r.latency_s * 1000:7.1f} ms"
+                )
+            print(f"  run total: ${run.spent_usd:.6f}, {run.spent_tokens} tokens")
+
+            _say("local_only = true refuses the cloud provider")
+            strict = settings.model_copy(
+                update={"council": settings.council.model_copy(update={"local_only": True})}
+            )
+            try:
+                await Router(strict, providers).chat("orchestrator", ChatRequest.of("Plan."))
+            except ProviderError as exc:
+                print(f"  refused: {exc}")
+            print(f"  requests the cloud stand-in saw in total: {len(cloud_stand_in.requests)}")
+        finally:
+            await close_all(providers)
+    print("\nNext: copy examples/config/ollama.toml to council.toml and run `council providers`.")
+    return 0

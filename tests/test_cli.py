@@ -1,0 +1,117 @@
+"""The `council` command as a user runs it: a real subprocess, real config files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from providers.loopback import LoopbackProvider
+
+
+def council(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / ".cache"), **(env or {})}
+    full.pop("COUNCIL_CONFIG", None) if "COUNCIL_CONFIG" not in (env or {}) else None
+    return subprocess.run(
+        [sys.executable, "-m", "council.cli", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_providers_with_unreachable_ollama_prints_a_row_not_a_traceback(
+    tmp_path: Path, closed_port: int
+) -> None:
+    (tmp_path / "council.toml").write_text(
+        f'[providers.ollama]\nbase_url = "http://127.0.0.1:{closed_port}/v1"\n', encoding="utf-8"
+    )
+    result = council("providers", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:6] == ["PROVIDER", "MODEL", "ROLES", "LOCAL", "REACHABLE", "LATENCY"]
+    row = lines[1].split()
+    assert row[:2] == ["ollama", "qwen2.5-coder:7b"] and row[4] == "no"
+    assert "cannot connect" in lines[1]
+
+    as_json = json.loads(council("providers", "--json", cwd=tmp_path).stdout)
+    assert as_json[0]["reachable"] is False and as_json[0]["provider"] == "ollama"
+
+
+def test_providers_reports_capabilities_and_caches_them(tmp_path: Path) -> None:
+    with LoopbackProvider(models=("m1",), supports_suffix=False) as server:
+        (tmp_path / "council.toml").write_text(
+            f'[providers.lb]\nbase_url = "{server.base_url}"\n'
+            '[roles]\norchestrator = "lb:m1"\nresearcher = "lb:m1"\ngenerator = "lb:m1"\n'
+            'debugger = "lb:m1"\ntester = "lb:m1"\n',
+            encoding="utf-8",
+        )
+        rows = json.loads(council("providers", "--json", cwd=tmp_path).stdout)
+        (row,) = rows
+        assert row["reachable"] and row["fim"] is False and row["json_schema"] is True
+        assert row["latency_ms"] is not None and not row["cached_capabilities"]
+        assert row["roles"] == ["orchestrator", "researcher", "generator", "debugger", "tester"]
+        probes = len(server.requests)
+        again = json.loads(council("providers", "--json", cwd=tmp_path).stdout)[0]
+        assert again["cached_capabilities"] and again["fim"] is False
+        new = server.requests[probes:]
+        assert all(r.path == "/v1/models" for r in new)  # only the live reachability check
+
+
+def test_broken_config_is_reported_and_defaults_used(tmp_path: Path) -> None:
+    (tmp_path / "council.toml").write_text("[council]\nconsensus_threshold = 7\n", "utf-8")
+    result = council("config", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert (
+        "council.toml: council.consensus_threshold: Input should be less than or equal"
+        in result.stderr
+    )
+    assert json.loads(result.stdout)["settings"]["council"]["consensus_threshold"] == 0.8
+    assert council("config", "--strict", cwd=tmp_path).returncode == 1
+
+
+def test_ask_streams_through_the_router_and_reports_usage(tmp_path: Path) -> None:
+    with LoopbackProvider(models=("m1",)) as server:
+        (tmp_path / "council.toml").write_text(
+            f'[providers.lb]\nbase_url = "{server.base_url}"\n[roles]\ngenerator = "lb:m1"\n',
+            "utf-8",
+        )
+        result = council("ask", "hello", "world", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "loopback reply to: hello world"
+    assert "[generator] lb:m1 tier 0 ok" in result.stderr
+
+
+def test_ask_failure_is_one_clear_line(tmp_path: Path, closed_port: int) -> None:
+    (tmp_path / "council.toml").write_text(
+        f'[providers.x]\nbase_url = "http://127.0.0.1:{closed_port}/v1"\n'
+        '[roles]\ngenerator = "x:m"\n[router]\nmax_retries = 0\n',
+        "utf-8",
+    )
+    result = council("ask", "hi", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "role 'generator': no tier could answer" in result.stderr
+
+
+def test_bench_router_prints_json(tmp_path: Path) -> None:
+    result = council("bench", "router", "--calls", "30", "--warmup", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["calls"] == 30
+    for series in ("router_plus_client", "bare_httpx2_floor"):
+        assert 0 < report[series]["p50_ms"] <= report[series]["p95_ms"]
+
+
+def test_demo_runs(tmp_path: Path) -> None:
+    result = council("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "answer local:qwen2.5-coder:7b" in result.stdout
+    assert "refused: local_only is on" in result.stdout
