@@ -419,3 +419,33 @@ async def test_api_keys_never_reach_logs_or_errors(
     assert secret not in all_logs.text
     for record in all_logs.records:
         assert secret not in record.getMessage()
+
+
+async def test_wrong_schema_answer_is_repaired_or_escalated(
+    make_router: Any, loopback: LoopbackProvider, loopback2: LoopbackProvider
+) -> None:
+    from pydantic import BaseModel, ValidationError
+
+    class Plan(BaseModel):
+        steps: list[str]
+        risk: int
+
+    wrong = Reply(content='{"steps": "one", "risk": "high"}')  # valid JSON, wrong schema
+    loopback.script(wrong, wrong)
+    router = make_router(**two_tiers(loopback, loopback2))
+
+    async def accept(result: Result, retry: Any) -> Plan:
+        try:
+            return Plan.model_validate_json(result.text)
+        except ValidationError as first:
+            again = await retry(ChatRequest.of(f"Your JSON failed validation: {first}"))
+            try:
+                return Plan.model_validate_json(again.text)
+            except ValidationError as exc:
+                raise QualityFailure(f"schema still invalid: {exc.error_count()} errors") from None
+
+    request = ChatRequest.of("plan", json_schema=Plan.model_json_schema())
+    routed = await router.chat("generator", request, accept=accept)
+    assert routed.tier == 1 and isinstance(routed.value, Plan)
+    assert loopback.requests[0].body["response_format"]["type"] == "json_schema"
+    assert "schema still invalid: 2 errors" in routed.attempts[0]
