@@ -99,7 +99,7 @@ class Router:
         )
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._tag_cache: dict[int, set[str]] = {}
+        self._tag_cache: dict[int, set[str]] = {}  # insertion-ordered; bounded below
 
     # -- public API -------------------------------------------------------------------
 
@@ -417,5 +417,7 @@ class Router:
             category = None
         if category:
             tags = {t for t in tags if t not in ("math", "general")} | {category}
+        if len(self._tag_cache) >= 256:  # a long-lived server must not grow without bound
+            self._tag_cache.pop(next(iter(self._tag_cache)))
         self._tag_cache[key] = tags
         return tags
