@@ -126,6 +126,86 @@ async def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- council run / deliberate -------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from council.events import Events
+    from council.pipeline import Council
+    from council.render import ProgressPrinter, print_result
+    from council.schemas import CouncilRequest, RequestContext
+    from providers.registry import build_providers, close_all
+    from providers.router import Router
+
+    workspace = Path(args.workspace).resolve() if args.workspace else Path.cwd()
+    context = RequestContext(symbol=args.symbol)
+    if args.file:
+        file = Path(args.file)
+        try:
+            context.file_text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"council: cannot read {file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        resolved = file.resolve()
+        context.file_path = (
+            resolved.relative_to(workspace).as_posix()
+            if resolved.is_relative_to(workspace)
+            else file.name
+        )
+    if args.mode in ("debug", "tests") and not context.file_text:
+        print(f"council: --mode {args.mode} needs --file", file=sys.stderr)
+        return 2
+    request = CouncilRequest(query=" ".join(args.query), mode=args.mode, context=context)
+    settings = _load(args).settings
+    providers = build_providers(settings)
+    router = Router(settings, providers, workspace=workspace)
+    err = Console(stderr=True)
+    events = Events()
+    printer = ProgressPrinter(err)
+    events.subscribe(printer)
+    try:
+        result = await Council(router, workspace=workspace).run(request, events=events)
+    finally:
+        printer.stop()
+        await close_all(providers)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_result(Console(), result)
+    return 0 if result.status in ("approved", "best_effort") else 1
+
+
+async def _deliberate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from council.consensus import deliberate
+    from council.events import Events
+    from council.render import ProgressPrinter, print_deliberation
+    from providers.registry import build_providers, close_all
+    from providers.router import Router
+    from providers.settings import Tier
+
+    settings = _load(args).settings
+    providers = build_providers(settings)
+    router = Router(settings, providers, workspace=Path.cwd())
+    members = [Tier(target=m) for m in args.member] or None
+    events = Events()
+    printer = ProgressPrinter(Console(stderr=True))
+    events.subscribe(printer)
+    try:
+        result = await deliberate(router, " ".join(args.query), members=members, events=events)
+    finally:
+        printer.stop()
+        await close_all(providers)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_deliberation(Console(), result)
+    return 0 if result.status != "failed" else 1
+
+
 # -- council bench -----------------------------------------------------------------------
 
 
@@ -166,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", default="generator")
     p.add_argument("--max-tokens", type=int, default=512)
 
+    p = sub.add_parser("run", help="run the council pipeline on a request")
+    p.add_argument("query", nargs="+")
+    p.add_argument("--mode", choices=["generate", "debug", "tests", "freeform"], default="freeform")
+    p.add_argument("--file", help="the file the request is about")
+    p.add_argument("--symbol", help="function/class in --file (e.g. parse or Parser.parse)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+
+    p = sub.add_parser("deliberate", help="consensus mode: members answer, rank, chairman sums up")
+    p.add_argument("query", nargs="+")
+    p.add_argument("--member", action="append", default=[], help="provider:model (repeatable)")
+    p.add_argument("--json", action="store_true")
+
     sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
@@ -185,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args)
         if args.command == "ask":
             return anyio.run(_ask, args)
+        if args.command == "run":
+            return anyio.run(_run, args)
+        if args.command == "deliberate":
+            return anyio.run(_deliberate, args)
         if args.command == "demo":
             from council.demo import run_demo
 
@@ -192,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args)
     except KeyboardInterrupt:
+        print("council: cancelled", file=sys.stderr)
         return 130
     except ProviderError as exc:  # already redacted and readable; no traceback for users
         print(f"council: {exc}", file=sys.stderr)

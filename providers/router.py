@@ -19,7 +19,7 @@ import fnmatch
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -116,11 +116,14 @@ class Router:
         path: Path | str | None = None,
         language: str | None = None,
         accept: Accept[Any] | None = None,
+        tiers: Sequence[Tier] | None = None,
     ) -> Routed:
+        """Route a chat call for `role` (or through explicit `tiers`, e.g. council members)."""
         run = run or self.new_run()
-        tags = await self._tags(role, request.text(), language, run)
+        tags = await self._tags(role, request.text(), language, run, tiers)
         attempts: list[str] = []
-        async with aclosing(self._slots(role, request.text(), run, path, tags, attempts)) as slots:
+        slots_gen = self._slots(role, request.text(), run, path, tags, attempts, tiers)
+        async with aclosing(slots_gen) as slots:
             async for slot in slots:
                 asked = request.model_copy(update={"model": slot.tier.model})
                 try:
@@ -152,11 +155,13 @@ class Router:
         run: RunContext | None = None,
         path: Path | str | None = None,
         language: str | None = None,
+        tiers: Sequence[Tier] | None = None,
     ) -> Routed:
         run = run or self.new_run()
-        tags = await self._tags(role, request.text(), language, run)
+        tags = await self._tags(role, request.text(), language, run, tiers)
         attempts: list[str] = []
-        async with aclosing(self._slots(role, request.text(), run, path, tags, attempts)) as slots:
+        slots_gen = self._slots(role, request.text(), run, path, tags, attempts, tiers)
+        async with aclosing(slots_gen) as slots:
             async for slot in slots:
                 asked = request.model_copy(update={"model": slot.tier.model})
                 try:
@@ -177,12 +182,14 @@ class Router:
         run: RunContext | None = None,
         path: Path | str | None = None,
         language: str | None = None,
+        tiers: Sequence[Tier] | None = None,
     ) -> AsyncIterator[Delta]:
         """Stream from the first tier that produces a token; see the module docstring."""
         run = run or self.new_run()
-        tags = await self._tags(role, request.text(), language, run)
+        tags = await self._tags(role, request.text(), language, run, tiers)
         attempts: list[str] = []
-        async with aclosing(self._slots(role, request.text(), run, path, tags, attempts)) as slots:
+        slots_gen = self._slots(role, request.text(), run, path, tags, attempts, tiers)
+        async with aclosing(slots_gen) as slots:
             async for slot in slots:
                 asked = request.model_copy(update={"model": slot.tier.model})
                 started = time.perf_counter()
@@ -211,10 +218,24 @@ class Router:
         return [self.health.snapshot(name) for name in sorted(self.providers)]
 
     def eligible_tiers(
-        self, role: str, *, path: Path | str | None = None, tags: set[str] | None = None
+        self,
+        role: str,
+        *,
+        path: Path | str | None = None,
+        tags: set[str] | None = None,
+        tiers: Sequence[Tier] | None = None,
     ) -> list[tuple[int, Tier]]:
         """The tiers a call would try, in order, before health is considered."""
-        tiers = list(enumerate(self.settings.roles.tiers(role)))
+        configured = self.settings.roles.tiers(role) if tiers is None else tuple(tiers)
+        return self._filter_tiers(role, list(enumerate(configured)), path, tags)
+
+    def _filter_tiers(
+        self,
+        role: str,
+        tiers: list[tuple[int, Tier]],
+        path: Path | str | None,
+        tags: set[str] | None,
+    ) -> list[tuple[int, Tier]]:
         if not tiers:
             raise NoTiers(
                 f"role '{role}' has no tiers: set roles.{role} in council.toml "
@@ -244,9 +265,10 @@ class Router:
         path: Path | str | None,
         tags: set[str] | None,
         attempts: list[str],
+        override: Sequence[Tier] | None = None,
     ) -> AsyncIterator[Slot]:
         cfg = self.settings.router
-        tiers = self.eligible_tiers(role, path=path, tags=tags)
+        tiers = self.eligible_tiers(role, path=path, tags=tags, tiers=override)
         for index, tier in tiers:
             provider = self.providers.get(tier.provider)
             if provider is None:
@@ -386,10 +408,16 @@ class Router:
         return decision
 
     async def _tags(
-        self, role: str, text: str, language: str | None, run: RunContext
+        self,
+        role: str,
+        text: str,
+        language: str | None,
+        run: RunContext,
+        override: Sequence[Tier] | None = None,
     ) -> set[str] | None:
         """Classify only when some tier of this role is conditional; None means no filter."""
-        if role == "router" or not any(t.when for t in self.settings.roles.tiers(role)):
+        tiers = self.settings.roles.tiers(role) if override is None else override
+        if role == "router" or not any(t.when for t in tiers):
             return None
         cfg = self.settings.router
         tags = rule_tags(text, language=language, large_chars=cfg.large_request_chars)

@@ -137,6 +137,35 @@ class CouncilConfig(_Strict):
     budget_usd: float | None = Field(0.50, ge=0, description="Per-run cost cap; unset = none.")
     budget_tokens: int | None = Field(None, ge=0, description="Per-run token cap; unset = none.")
     local_only: bool = False
+    engine: Literal["auto", "council", "local"] = Field(
+        "auto", description="auto: the full council, or local mode when no chat model answers"
+    )
+    local_candidates: int = Field(4, ge=1, le=16, description="Samples in local mode.")
+
+
+class SandboxConfig(_Strict):
+    """Limits for running generated code and tests (see council/sandbox.py)."""
+
+    timeout_secs: float = Field(30.0, gt=0)
+    cpu_secs: int = Field(30, ge=1)
+    memory_mb: int = Field(2048, ge=64)
+    file_size_mb: int = Field(64, ge=1)
+    max_processes: int = Field(32, ge=1)
+    network: bool = False
+    python: str | None = Field(None, description="Interpreter with pytest; default: council's")
+
+
+class DeliberateConfig(_Strict):
+    """`council deliberate`: members answer, rank each other, a chairman synthesises."""
+
+    members: tuple[Tier, ...] = Field(
+        (), description="provider:model targets; default: the first tier of each council role"
+    )
+    chairman: tuple[Tier, ...] = Field((), description="default: the orchestrator's tiers")
+
+    _coerce = field_validator("members", "chairman", mode="before")(
+        classmethod(lambda cls, v: _tiers(v))
+    )
 
 
 class RouterConfig(_Strict):
@@ -181,3 +210,5 @@ class Settings(_Strict):
     router: RouterConfig = RouterConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     completion: CompletionConfig = CompletionConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    deliberate: DeliberateConfig = DeliberateConfig()

@@ -1,0 +1,404 @@
+"""Local council mode: the council, honestly degraded, when no chat model is reachable.
+
+- Generator: a completion model (the `[completion] backend`, any FIM-capable provider; the
+  in-process specialist once the training package ships it) samples several candidate
+  bodies for the stub, by fill-in-the-middle.
+- Tester: the examples and asserts in the docstring, plus the workspace's existing tests
+  that use the symbol, really executed in the sandbox against every candidate.
+- Debugger: static analysis (pyflakes and ast checks).
+- Synthesis: the candidate with the best execution evidence, then the fewest static
+  problems. Approved only when there were tests and the winner passed all of them with no
+  static errors; otherwise best effort, and the summary says which mode ran and what it knows.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import anyio
+
+from council.events import Event, Events
+from council.examples import docstring_examples, examples_test_module, existing_tests_for
+from council.pipeline import usage_by_role
+from council.sandbox import ExecutionResult, SandboxLimits, run_tests
+from council.schemas import (
+    Bug,
+    CodeBundle,
+    CodeFile,
+    CouncilRequest,
+    CouncilResult,
+    DebugReport,
+    StaticFinding,
+    TestReport,
+    TestSuite,
+)
+from council.static import Finding, analyse, score
+from providers.base import CompletionRequest
+from providers.budget import RunContext
+from providers.errors import ProviderError
+from providers.router import Router
+from providers.settings import Tier
+
+LOCAL_NOTE = "Local council mode: no chat model was reachable"
+Emit = Callable[..., None]
+
+
+@dataclass
+class Candidate:
+    index: int
+    body: str
+    text: str
+    findings: list[Finding]
+    execution: ExecutionResult | None = None
+
+    def rank(self) -> tuple[float, ...]:
+        ex = self.execution
+        passed = ex.passed if ex else 0
+        broken = (ex.failed + ex.errors) if ex else 0
+        errors = sum(1 for f in self.findings if f.severity == "error")
+        return (-errors if errors else 0, passed - broken, score(self.findings), -self.index)
+
+
+def completion_tier(router: Router) -> Tier | None:
+    backend = router.settings.completion.backend
+    if ":" not in backend:
+        return None
+    return Tier(target=backend)
+
+
+def split_stub(text: str, symbol: str) -> tuple[str, str, str] | None:
+    """(prefix, suffix, indent) around the `pass`/`...` body of function `symbol`."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    parts = symbol.split(".")
+    nodes: list[ast.stmt] = list(tree.body)
+    found: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+    for depth, name in enumerate(parts):
+        match = next((n for n in nodes if getattr(n, "name", None) == name), None)
+        if match is None:
+            return None
+        if depth == len(parts) - 1 and isinstance(match, ast.FunctionDef | ast.AsyncFunctionDef):
+            found = match
+        nodes = list(getattr(match, "body", []))
+    if found is None:
+        return None
+    last = found.body[-1]
+    is_stub = isinstance(last, ast.Pass) or (
+        isinstance(last, ast.Expr)
+        and isinstance(last.value, ast.Constant)
+        and last.value.value is Ellipsis
+    )
+    if not is_stub or last.end_lineno is None:
+        return None
+    lines = text.splitlines(keepends=True)
+    start = sum(len(line) for line in lines[: last.lineno - 1]) + last.col_offset
+    end = sum(len(line) for line in lines[: last.end_lineno - 1]) + (last.end_col_offset or 0)
+    return text[:start], text[end:], " " * last.col_offset
+
+
+def trim_body(completion: str, indent: str) -> str:
+    """Keep the completion up to the end of the function body (first dedented line)."""
+    kept: list[str] = []
+    for number, line in enumerate(completion.splitlines()):
+        if number and line.strip() and not line.startswith(indent):
+            break
+        kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join(kept)
+
+
+async def run_local(
+    router: Router,
+    request: CouncilRequest,
+    *,
+    workspace: Path | None,
+    limits: SandboxLimits,
+    python: str | None,
+    events: Events | None = None,
+    reason: str = "",
+    session_id: str | None = None,
+) -> CouncilResult:
+    events = events or Events()
+    session = session_id or uuid.uuid4().hex[:12]
+    ledger = router.new_run()
+    started = time.monotonic()
+    result = CouncilResult(
+        session_id=session, status="failed", mode=request.mode, council_mode="local"
+    )
+
+    def emit(kind: str, **fields: object) -> None:
+        events.emit(
+            Event(
+                kind=kind,
+                session_id=session,
+                tokens_so_far=ledger.spent_tokens,  # type: ignore[arg-type]
+                cost_so_far=round(ledger.spent_usd, 6),
+                **fields,
+            )
+        )  # type: ignore[arg-type]
+
+    emit("run_started", detail=f"{LOCAL_NOTE}; {request.mode}")
+    ctx = request.context
+    module = PurePosixPath(ctx.file_path or "solution.py").stem
+    path = PurePosixPath(ctx.file_path).name if ctx.file_path else "solution.py"
+    try:
+        if request.mode == "freeform" or not ctx.file_text:
+            result.summary = (
+                f"{LOCAL_NOTE} ({reason or 'none configured'}). Local mode works on a file: "
+                "it needs the file text and a stub or symbol; configure a chat provider for "
+                "free-form questions."
+            )
+            return result
+        examples = docstring_examples(ctx.file_text, ctx.symbol) if ctx.symbol else []
+        tests = _example_tests(module, ctx.symbol, examples, workspace)
+        if request.mode == "tests":
+            await _tests_mode(result, request, module, path, tests, workspace, limits, python, emit)
+        elif request.mode == "debug":
+            await _debug_mode(result, request, path, tests, workspace, limits, python, emit)
+        else:
+            await _generate_mode(
+                router,
+                result,
+                request,
+                module,
+                path,
+                tests,
+                workspace,
+                limits,
+                python,
+                emit,
+                ledger,
+            )
+    finally:
+        result.usage = usage_by_role(ledger)
+        result.cost_usd = round(ledger.spent_usd, 6)
+        result.total_duration_secs = round(time.monotonic() - started, 3)
+        emit("run_finished", detail=result.status, ok=result.status == "approved", percent=100)
+    return result
+
+
+def _example_tests(
+    module: str, symbol: str | None, examples: list, workspace: Path | None
+) -> dict[str, str]:
+    files: dict[str, str] = {}
+    if symbol and examples:
+        files[f"test_{module}_examples.py"] = examples_test_module(module, symbol, examples)
+    if workspace is not None and symbol:
+        for rel in existing_tests_for(workspace, module, symbol.split(".")[0]):
+            try:
+                files[rel.as_posix()] = (workspace / rel).read_text(encoding="utf-8")
+            except OSError:
+                continue
+    return files
+
+
+def _static(path: str, findings: list[Finding]) -> list[StaticFinding]:
+    return [
+        StaticFinding(path=path, line=f.line, severity=f.severity, code=f.code, message=f.message)
+        for f in findings
+    ]
+
+
+def _static_report(findings: list[Finding]) -> DebugReport:
+    bugs = [
+        Bug(
+            line=f.line,
+            severity="critical" if f.severity == "error" else "minor",
+            description=f"{f.code}: {f.message}",
+            fix="see the message",
+        )
+        for f in findings
+        if f.severity in ("error", "warning")
+    ]
+    return DebugReport(
+        verdict="fail" if any(f.severity == "error" for f in findings) else "pass",
+        bugs=bugs,
+        analysis="Static analysis (pyflakes and ast checks).",
+    )
+
+
+async def _execute(
+    code: dict[str, str], tests: dict[str, str], limits: SandboxLimits, python: str | None
+) -> ExecutionResult | None:
+    if not tests:
+        return None
+    return await run_tests({**code, **tests}, test_paths=list(tests), limits=limits, python=python)
+
+
+async def _generate_mode(
+    router: Router,
+    result: CouncilResult,
+    request: CouncilRequest,
+    module: str,
+    path: str,
+    tests: dict[str, str],
+    workspace: Path | None,
+    limits: SandboxLimits,
+    python: str | None,
+    emit: Emit,
+    ledger: RunContext,
+) -> None:
+    ctx = request.context
+    assert ctx.file_text is not None
+    split = split_stub(ctx.file_text, ctx.symbol) if ctx.symbol else None
+    if split is None:
+        result.summary = (
+            f"{LOCAL_NOTE}. Local mode fills stub functions (a body of `pass` or "
+            "`...`); no stub was found for the symbol."
+        )
+        return
+    prefix, suffix, indent = split
+    tier = completion_tier(router)
+    if tier is None:
+        result.summary = (
+            f"{LOCAL_NOTE}, and no completion model is configured: set "
+            '[completion] backend = "ollama:qwen2.5-coder:1.5b" (any FIM-capable '
+            "provider). The built-in specialist arrives with the training package."
+        )
+        return
+    count = router.settings.council.local_candidates
+    emit(
+        "stage_started",
+        stage="generate",
+        role="generator",
+        percent=20,
+        detail=f"sampling {count} candidates from {tier.target}",
+    )
+    bodies: list[str | None] = [None] * count
+
+    async def sample(i: int) -> None:
+        req = CompletionRequest(
+            prompt=prefix,
+            suffix=suffix,
+            max_tokens=256,
+            temperature=0.2 if i == 0 else 0.8,
+            stop=("\ndef ", "\nclass "),
+        )
+        try:
+            routed = await router.complete("generator", req, run=ledger, tiers=[tier])
+            bodies[i] = trim_body(routed.result.text, indent)
+        except ProviderError as exc:
+            result.errors.append(f"candidate {i + 1}: {exc}")
+
+    async with anyio.create_task_group() as group:
+        for i in range(count):
+            group.start_soon(sample, i)
+    candidates = [
+        Candidate(i, b, prefix + b.lstrip() + suffix, analyse(prefix + b.lstrip() + suffix))
+        for i, b in enumerate(bodies)
+        if b and b.strip()
+    ]
+    emit(
+        "stage_finished",
+        stage="generate",
+        role="generator",
+        percent=50,
+        detail=f"{len(candidates)} candidates",
+        ok=bool(candidates),
+    )
+    if not candidates:
+        result.summary = f"{LOCAL_NOTE}; the completion model produced no usable candidate."
+        return
+    emit(
+        "stage_started",
+        stage="review",
+        role="tester",
+        percent=55,
+        detail=f"running {len(tests)} test file(s) against each candidate",
+    )
+    for candidate in candidates:
+        candidate.execution = await _execute({path: candidate.text}, tests, limits, python)
+    best = max(candidates, key=Candidate.rank)
+    emit("stage_finished", stage="review", role="tester", percent=90)
+    result.code = CodeBundle(
+        files=[CodeFile(path=path, content=best.text)],
+        explanation=f"Candidate {best.index + 1} of {count} from {tier.target}",
+        assumptions=[],
+    )
+    result.static_findings = _static(path, best.findings)
+    result.debug_report = _static_report(best.findings)
+    ex = best.execution
+    result.test_report = _report(tests, ex)
+    clean = not any(f.severity == "error" for f in best.findings)
+    result.status = "approved" if (ex is not None and ex.ok and clean) else "best_effort"
+    evidence = ex.summary() if ex else "no docstring examples or existing tests to run"
+    result.summary = (
+        f"{LOCAL_NOTE}. Sampled {len(candidates)} candidates from {tier.target}; "
+        f"picked candidate {best.index + 1}: tests {evidence}; "
+        f"{len(best.findings)} static findings."
+    )
+
+
+def _report(tests: dict[str, str], ex: ExecutionResult | None) -> TestReport:
+    if ex is None:
+        return TestReport(verdict="skipped", note="no docstring examples or existing tests")
+    name = next(iter(tests))
+    return TestReport(
+        verdict="pass" if ex.ok else ("error" if ex.error else "fail"),
+        suite=TestSuite(path=name, content=tests[name], cases=[]),
+        execution=ex,
+    )
+
+
+async def _tests_mode(
+    result: CouncilResult,
+    request: CouncilRequest,
+    module: str,
+    path: str,
+    tests: dict[str, str],
+    workspace: Path | None,
+    limits: SandboxLimits,
+    python: str | None,
+    emit: Emit,
+) -> None:
+    assert request.context.file_text is not None
+    generated = {k: v for k, v in tests.items() if k.endswith("_examples.py")}
+    if not generated:
+        result.summary = (
+            f"{LOCAL_NOTE}. Without a chat model, tests come from the docstring's "
+            "examples and asserts, and this symbol has none."
+        )
+        return
+    emit("stage_started", stage="review", role="tester", percent=40)
+    ex = await _execute({path: request.context.file_text}, generated, limits, python)
+    name, content = next(iter(generated.items()))
+    result.code = CodeBundle(
+        files=[CodeFile(path=f"tests/{name}", content=content)],
+        explanation="Tests built from the docstring's examples.",
+    )
+    result.test_report = _report(generated, ex)
+    result.status = "approved" if ex is not None and ex.ok else "best_effort"
+    result.summary = f"{LOCAL_NOTE}. Docstring examples as tests: {ex.summary() if ex else '-'}."
+
+
+async def _debug_mode(
+    result: CouncilResult,
+    request: CouncilRequest,
+    path: str,
+    tests: dict[str, str],
+    workspace: Path | None,
+    limits: SandboxLimits,
+    python: str | None,
+    emit: Emit,
+) -> None:
+    text = request.context.file_text or ""
+    emit("stage_started", stage="review", role="debugger", percent=40)
+    findings = analyse(text, filename=path)
+    result.static_findings = _static(path, findings)
+    result.diagnosis = _static_report(findings)
+    ex = await _execute({path: text}, tests, limits, python)
+    result.test_report = _report(tests, ex)
+    result.status = "best_effort"
+    result.summary = (
+        f"{LOCAL_NOTE}. Static analysis found {len(findings)} issue(s); "
+        f"tests: {ex.summary() if ex else 'none to run'}. No fixed version without "
+        "a chat model."
+    )

@@ -1,0 +1,209 @@
+"""Typed inputs and outputs of every council stage.
+
+The models that a role must produce (`Plan`, `TechManifest`, `CodeBundle`, `DebugReport`,
+`TestSuite`, `Synthesis`) are also the JSON schemas sent to the providers, so they stay small,
+flat where possible, and every field has a description the model can read. Fields the
+pipeline fills in itself (execution results, static findings, usage) live on separate
+models or are excluded from the schemas sent to the models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from council.sandbox import ExecutionResult
+
+Mode = Literal["generate", "debug", "tests", "freeform"]
+Agent = Literal["researcher", "generator", "debugger", "tester"]
+
+
+# -- the request ---------------------------------------------------------------------------
+
+
+class Diagnostic(BaseModel):
+    line: int = Field(description="1-based line")
+    message: str
+    severity: str = "error"
+    source: str | None = None
+
+
+class RelatedFile(BaseModel):
+    path: str
+    text: str
+
+
+class RequestContext(BaseModel):
+    """What the editor (or CLI) knows about where the request comes from."""
+
+    file_path: str | None = None
+    file_text: str | None = None
+    selection: str | None = None
+    symbol: str | None = None
+    symbol_kind: str | None = None
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    related_files: list[RelatedFile] = Field(default_factory=list)
+    failing_test: str | None = None
+    traceback: str | None = None
+
+
+class CouncilRequest(BaseModel):
+    query: str
+    language: str = "python"
+    mode: Mode = "freeform"
+    context: RequestContext = Field(default_factory=RequestContext)
+
+
+# -- what the roles produce ----------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    """Model outputs: tolerate extra keys small models like to add, keep only ours."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class AgentTask(_Out):
+    agent: Agent
+    instruction: str = Field(description="What this agent must do, concretely")
+
+
+class Plan(_Out):
+    goal: str = Field(description="One sentence: what the finished code must do")
+    tasks: list[AgentTask] = Field(description="One task per agent that has work to do")
+    acceptance_criteria: list[str] = Field(
+        default_factory=list, description="Checkable statements the tests should cover"
+    )
+
+
+class TechManifest(_Out):
+    summary: str = Field(description="The approach in two or three sentences")
+    apis: list[str] = Field(default_factory=list, description="Functions/APIs to use")
+    dependencies: list[str] = Field(
+        default_factory=list, description="Third-party packages needed (prefer none)"
+    )
+    pitfalls: list[str] = Field(default_factory=list, description="Edge cases and traps")
+
+
+class CodeFile(_Out):
+    path: str = Field(description="Workspace-relative path, e.g. src/pkg/module.py")
+    content: str = Field(description="The complete file content")
+
+
+class CodeBundle(_Out):
+    files: list[CodeFile] = Field(description="Complete contents of every file written")
+    explanation: str = Field(description="What the code does and why, briefly")
+    assumptions: list[str] = Field(default_factory=list)
+
+
+class Bug(_Out):
+    line: int = Field(description="1-based line in the file where the bug is")
+    severity: Literal["critical", "major", "minor"] = "major"
+    description: str
+    fix: str = Field(description="How to fix it, concretely")
+    path: str | None = Field(None, description="File of the bug, if not the main file")
+
+
+class DebugReport(_Out):
+    verdict: Literal["pass", "fail"] = Field(description="fail if any bug was found")
+    bugs: list[Bug] = Field(default_factory=list)
+    analysis: str = Field("", description="Reasoning, briefly")
+    fixed_code: str | None = Field(None, description="Debug mode only: the whole corrected file")
+
+
+class TestSuite(_Out):
+    """What the tester writes; the pipeline then runs it."""
+
+    path: str = Field(description="Test file path, e.g. tests/test_module.py")
+    content: str = Field(description="A complete pytest module")
+    cases: list[str] = Field(default_factory=list, description="One line per test: what it checks")
+
+
+class Feedback(_Out):
+    agent: Agent
+    message: str = Field(description="Targeted, actionable feedback for that agent")
+
+
+class Synthesis(_Out):
+    decision: Literal["APPROVE", "REFINE"]
+    score: float = Field(ge=0, le=1, description="Confidence the code is correct and complete")
+    summary: str
+    feedback: list[Feedback] = Field(default_factory=list)
+
+
+class FreeformAnswer(_Out):
+    answer: str = Field(description="The answer, in Markdown")
+    code: CodeBundle | None = None
+
+
+# -- what the pipeline records ---------------------------------------------------------------
+
+
+class TestReport(BaseModel):
+    verdict: Literal["pass", "fail", "error", "skipped"]
+    suite: TestSuite | None = None
+    execution: ExecutionResult | None = None
+    note: str = ""
+
+
+class StaticFinding(BaseModel):
+    path: str
+    line: int
+    severity: str
+    code: str
+    message: str
+
+
+class RoleUsage(BaseModel):
+    role: str
+    provider: str
+    model: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
+class TranscriptEntry(BaseModel):
+    stage: str
+    role: str
+    pass_no: int
+    provider: str | None = None
+    model: str | None = None
+    prompt: str = ""
+    response: str = ""
+    error: str | None = None
+    seconds: float = 0.0
+
+
+Status = Literal["approved", "best_effort", "failed", "cancelled"]
+
+
+class CouncilResult(BaseModel):
+    session_id: str
+    status: Status
+    mode: Mode
+    council_mode: Literal["council", "local"] = Field(
+        "council", description="'local' when no chat model was reachable (degraded mode)"
+    )
+    code: CodeBundle | None = None
+    answer: str | None = None
+    plan: Plan | None = None
+    tech_manifest: TechManifest | None = None
+    diagnosis: DebugReport | None = Field(
+        None, description="debug mode: the bugs found in the given code, with fixes"
+    )
+    debug_report: DebugReport | None = None
+    static_findings: list[StaticFinding] = Field(default_factory=list)
+    test_report: TestReport | None = None
+    synthesis: Synthesis | None = None
+    refinement_passes: int = 0
+    total_duration_secs: float = 0.0
+    summary: str = ""
+    usage: list[RoleUsage] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    prompt_version: str = ""
