@@ -216,6 +216,12 @@ def _bench(args: argparse.Namespace) -> int:
         report = anyio.run(bench_router, args.calls, args.warmup)
         print(json.dumps(report, indent=2))
         return 0
+    if args.bench == "council":
+        from council.bench import bench_council
+
+        report = anyio.run(bench_council, args.runs)
+        print(json.dumps(report, indent=2))
+        return 0
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 
@@ -261,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("bench", choices=["router"])
-    p.add_argument("--calls", type=int, default=1000)
+    p.add_argument("bench", choices=["router", "council"])
+    p.add_argument("--calls", type=int, default=1000, help="router: calls to time")
+    p.add_argument("--runs", type=int, default=100, help="council: pipeline runs to time")
     p.add_argument("--warmup", type=int, default=50)
     return parser
 

@@ -143,5 +143,7 @@ async def ask(
                 f"invalid {model.__name__} after one repair: {describe_error(exc)[:300]}"
             ) from None
 
-    routed = await router.chat(role, request, run=run, path=path, language=language, accept=accept)
+    routed = await router.chat(
+        role, request, run=run, path=path, language=language, accept=accept, tiers=tiers
+    )
     return routed.value, routed
