@@ -9,6 +9,7 @@ local-only policy refusing a cloud provider.
 
 from __future__ import annotations
 
+import json
 import socket
 import tempfile
 import textwrap
@@ -17,7 +18,7 @@ from pathlib import Path
 from providers.base import ChatRequest
 from providers.errors import ProviderError
 from providers.loading import load_settings
-from providers.loopback import LoopbackProvider
+from providers.loopback import LoopbackProvider, Reply
 from providers.probe import ProbeCache, format_table, probe_all
 from providers.registry import build_providers, close_all
 from providers.router import Router
@@ -125,5 +126,89 @@ async def run_demo() -> int:
             print(f"  requests the cloud stand-in saw in total: {len(cloud_stand_in.requests)}")
         finally:
             await close_all(providers)
-    print("\nNext: copy examples/config/ollama.toml to council.toml and run `council providers`.")
+    await pipeline_demo()
+    print("\nNext: copy examples/config/ollama.toml to council.toml and run `council providers`,")
+    print('then `council run "..." --mode generate --file F --symbol NAME`.')
     return 0
+
+
+def _json(**data: object) -> Reply:
+    return Reply(content=json.dumps(data))
+
+
+async def pipeline_demo() -> None:
+    """A full council run whose first pass fails its executed tests and whose second passes.
+
+    The models' answers are scripted (a stand-in server); the pipeline, the parallel review,
+    the sandboxed pytest run, the approval check and the refine loop are the real code.
+    """
+    from rich.console import Console
+
+    from council.events import Events
+    from council.pipeline import Council
+    from council.render import ProgressPrinter, print_result
+    from council.schemas import CouncilRequest, RequestContext
+
+    roles = ("orchestrator", "researcher", "generator", "debugger", "tester")
+    tests = (
+        "from mathx import mean\n\n\ndef test_mean():\n    assert mean([1, 2, 3]) == 2\n\n\n"
+        "def test_empty_is_zero():\n    assert mean([]) == 0\n"
+    )
+    buggy = "def mean(xs: list[float]) -> float:\n    return sum(xs) / len(xs)\n"
+    fixed = (
+        "def mean(xs: list[float]) -> float:\n    if not xs:\n        return 0.0\n"
+        "    return sum(xs) / len(xs)\n"
+    )
+    with LoopbackProvider(models=roles) as lb, tempfile.TemporaryDirectory() as tmp:
+        lb.script(
+            _json(
+                goal="mean of a list",
+                acceptance_criteria=["mean([]) == 0"],
+                tasks=[{"agent": a, "instruction": "..."} for a in roles[1:]],
+            ),
+            _json(
+                decision="REFINE",
+                score=0.4,
+                summary="Empty input crashes.",
+                feedback=[{"agent": "generator", "message": "Return 0 for an empty list."}],
+            ),
+            _json(decision="APPROVE", score=0.93, summary="Tests pass.", feedback=[]),
+            model="orchestrator",
+        )
+        lb.script(_json(summary="sum/len", pitfalls=["empty list"]), model="researcher")
+        for code in (buggy, fixed):
+            lb.script(
+                _json(files=[{"path": "mathx.py", "content": code}], explanation="mean"),
+                model="generator",
+            )
+            lb.script(_json(verdict="pass", bugs=[]), model="debugger")
+            lb.script(_json(path="tests/test_mathx.py", content=tests, cases=[]), model="tester")
+        settings = load_settings(
+            None,
+            env={},
+            home=Path(tmp) / "none",
+            overrides={
+                "providers": {"lb": {"base_url": lb.base_url}},
+                "roles": {r: f"lb:{r}" for r in roles},
+            },
+        ).settings
+        providers = build_providers(settings, env={})
+        router = Router(settings, providers)
+        _say("council run --mode generate (scripted models, real pipeline and sandbox)")
+        console = Console()
+        events = Events()
+        printer = ProgressPrinter(console)
+        events.subscribe(printer)
+        try:
+            result = await Council(router, workspace=Path(tmp)).run(
+                CouncilRequest(
+                    query="Write mean(xs).",
+                    mode="generate",
+                    context=RequestContext(file_path="mathx.py", symbol="mean"),
+                ),
+                events=events,
+            )
+        finally:
+            printer.stop()
+            await close_all(providers)
+        print_result(console, result)

@@ -485,7 +485,7 @@ class Council:
             provider=routed.result.provider,
             model=routed.result.model,
             percent=_percent(state, stage),
-            detail=f"{role} answered via {routed.result.provider}:{routed.result.model}",
+            detail=f"{entry.seconds:.2f}s",
         )
         return value
 

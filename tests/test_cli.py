@@ -115,3 +115,95 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "answer local:qwen2.5-coder:7b" in result.stdout
     assert "refused: local_only is on" in result.stdout
+
+
+ROLES = ("orchestrator", "researcher", "generator", "debugger", "tester")
+
+
+def scripted_council(tmp_path: Path, server: LoopbackProvider, *, tests_sleep: float = 0) -> None:
+    (tmp_path / "council.toml").write_text(
+        f'[providers.lb]\nbase_url = "{server.base_url}"\n[roles]\n'
+        + "".join(f'{r} = "lb:{r}"\n' for r in ROLES),
+        "utf-8",
+    )
+    (tmp_path / "mathx.py").write_text("def add(a, b):\n    pass\n", "utf-8")
+    from tests.test_pipeline import MANIFEST, bundle, debug_ok, plan, suite, synth
+
+    body = "import time\nfrom mathx import add\n\n\ndef test_add():\n"
+    body += f"    time.sleep({tests_sleep})\n    assert add(2, 3) == 5\n"
+    server.script(plan("generator", "tester"), synth("APPROVE", 0.9), model="orchestrator")
+    server.script(MANIFEST, model="researcher")
+    server.script(bundle("def add(a, b):\n    return a + b\n"), model="generator")
+    server.script(debug_ok(), model="debugger")
+    server.script(suite(body), model="tester")
+
+
+def test_run_shows_progress_and_prints_the_result(tmp_path: Path) -> None:
+    with LoopbackProvider(models=ROLES) as server:
+        scripted_council(tmp_path, server)
+        result = council(
+            "run",
+            "implement add",
+            "--mode",
+            "generate",
+            "--file",
+            "mathx.py",
+            "--symbol",
+            "add",
+            "--json",
+            cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "approved" and data["council_mode"] == "council"
+    assert data["test_report"]["execution"]["passed"] == 1
+    assert data["code"]["files"][0]["path"] == "mathx.py"
+    for stage in ("decompose", "research", "generate", "review", "synthesise"):
+        assert stage in result.stderr  # live progress lines
+    assert (tmp_path / "mathx.py").read_text() == "def add(a, b):\n    pass\n"  # untouched
+
+
+def test_run_ctrl_c_cancels_cleanly(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from tests.test_pipeline import sandbox_processes
+
+    with LoopbackProvider(models=ROLES) as server:
+        scripted_council(tmp_path, server, tests_sleep=60)
+        env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".c")}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "council.cli",
+                "run",
+                "add",
+                "--mode",
+                "generate",
+                "--file",
+                "mathx.py",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not sandbox_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sandbox_processes(), "the sandbox never started"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "cancelled" in stderr
+    assert "Traceback" not in stderr
+    assert sandbox_processes() == []
+
+
+def test_bench_council_prints_json(tmp_path: Path) -> None:
+    result = council("bench", "council", "--runs", "2", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["statuses"] == {"approved": 2}
+    assert 0.4 < report["review_overlap"]["model_calls_ratio"] < 0.75
