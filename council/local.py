@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import anyio
 
@@ -62,6 +63,29 @@ class Candidate:
         broken = (ex.failed + ex.errors) if ex else 0
         errors = sum(1 for f in self.findings if f.severity == "error")
         return (-errors if errors else 0, passed - broken, score(self.findings), -self.index)
+
+
+@dataclass
+class _Job:
+    """Everything one local-mode run needs, so the per-mode steps take one argument."""
+
+    router: Router
+    result: CouncilResult
+    request: CouncilRequest
+    module: str
+    path: str
+    tests: dict[str, str]
+    limits: SandboxLimits
+    python: str | None
+    emit: Emit
+    ledger: RunContext
+
+    async def execute(self, code: dict[str, str], tests: dict[str, str]) -> ExecutionResult | None:
+        if not tests:
+            return None
+        return await run_tests(
+            {**code, **tests}, test_paths=list(tests), limits=self.limits, python=self.python
+        )
 
 
 def completion_tier(router: Router) -> Tier | None:
@@ -134,16 +158,16 @@ async def run_local(
         session_id=session, status="failed", mode=request.mode, council_mode="local"
     )
 
-    def emit(kind: str, **fields: object) -> None:
+    def emit(kind: str, **fields: Any) -> None:
         events.emit(
             Event(
                 kind=kind,
                 session_id=session,
-                tokens_so_far=ledger.spent_tokens,  # type: ignore[arg-type]
+                tokens_so_far=ledger.spent_tokens,
                 cost_so_far=round(ledger.spent_usd, 6),
                 **fields,
             )
-        )  # type: ignore[arg-type]
+        )
 
     emit("run_started", detail=f"{LOCAL_NOTE}; {request.mode}")
     ctx = request.context
@@ -159,24 +183,8 @@ async def run_local(
             return result
         examples = docstring_examples(ctx.file_text, ctx.symbol) if ctx.symbol else []
         tests = _example_tests(module, ctx.symbol, examples, workspace)
-        if request.mode == "tests":
-            await _tests_mode(result, request, module, path, tests, workspace, limits, python, emit)
-        elif request.mode == "debug":
-            await _debug_mode(result, request, path, tests, workspace, limits, python, emit)
-        else:
-            await _generate_mode(
-                router,
-                result,
-                request,
-                module,
-                path,
-                tests,
-                workspace,
-                limits,
-                python,
-                emit,
-                ledger,
-            )
+        mode = {"tests": _tests_mode, "debug": _debug_mode}.get(request.mode, _generate_mode)
+        await mode(_Job(router, result, request, module, path, tests, limits, python, emit, ledger))
     finally:
         result.usage = usage_by_role(ledger)
         result.cost_usd = round(ledger.spent_usd, 6)
@@ -225,27 +233,9 @@ def _static_report(findings: list[Finding]) -> DebugReport:
     )
 
 
-async def _execute(
-    code: dict[str, str], tests: dict[str, str], limits: SandboxLimits, python: str | None
-) -> ExecutionResult | None:
-    if not tests:
-        return None
-    return await run_tests({**code, **tests}, test_paths=list(tests), limits=limits, python=python)
-
-
-async def _generate_mode(
-    router: Router,
-    result: CouncilResult,
-    request: CouncilRequest,
-    module: str,
-    path: str,
-    tests: dict[str, str],
-    workspace: Path | None,
-    limits: SandboxLimits,
-    python: str | None,
-    emit: Emit,
-    ledger: RunContext,
-) -> None:
+async def _generate_mode(job: _Job) -> None:
+    router, result, request, path = job.router, job.result, job.request, job.path
+    tests, emit, ledger = job.tests, job.emit, job.ledger
     ctx = request.context
     assert ctx.file_text is not None
     split = split_stub(ctx.file_text, ctx.symbol) if ctx.symbol else None
@@ -315,7 +305,7 @@ async def _generate_mode(
         detail=f"running {len(tests)} test file(s) against each candidate",
     )
     for candidate in candidates:
-        candidate.execution = await _execute({path: candidate.text}, tests, limits, python)
+        candidate.execution = await job.execute({path: candidate.text}, tests)
     best = max(candidates, key=Candidate.rank)
     emit("stage_finished", stage="review", role="tester", percent=90)
     result.code = CodeBundle(
@@ -348,17 +338,8 @@ def _report(tests: dict[str, str], ex: ExecutionResult | None) -> TestReport:
     )
 
 
-async def _tests_mode(
-    result: CouncilResult,
-    request: CouncilRequest,
-    module: str,
-    path: str,
-    tests: dict[str, str],
-    workspace: Path | None,
-    limits: SandboxLimits,
-    python: str | None,
-    emit: Emit,
-) -> None:
+async def _tests_mode(job: _Job) -> None:
+    result, request, path, tests, emit = job.result, job.request, job.path, job.tests, job.emit
     assert request.context.file_text is not None
     generated = {k: v for k, v in tests.items() if k.endswith("_examples.py")}
     if not generated:
@@ -368,7 +349,7 @@ async def _tests_mode(
         )
         return
     emit("stage_started", stage="review", role="tester", percent=40)
-    ex = await _execute({path: request.context.file_text}, generated, limits, python)
+    ex = await job.execute({path: request.context.file_text}, generated)
     name, content = next(iter(generated.items()))
     result.code = CodeBundle(
         files=[CodeFile(path=f"tests/{name}", content=content)],
@@ -379,22 +360,14 @@ async def _tests_mode(
     result.summary = f"{LOCAL_NOTE}. Docstring examples as tests: {ex.summary() if ex else '-'}."
 
 
-async def _debug_mode(
-    result: CouncilResult,
-    request: CouncilRequest,
-    path: str,
-    tests: dict[str, str],
-    workspace: Path | None,
-    limits: SandboxLimits,
-    python: str | None,
-    emit: Emit,
-) -> None:
+async def _debug_mode(job: _Job) -> None:
+    result, request, path, tests, emit = job.result, job.request, job.path, job.tests, job.emit
     text = request.context.file_text or ""
     emit("stage_started", stage="review", role="debugger", percent=40)
     findings = analyse(text, filename=path)
     result.static_findings = _static(path, findings)
     result.diagnosis = _static_report(findings)
-    ex = await _execute({path: text}, tests, limits, python)
+    ex = await job.execute({path: text}, tests)
     result.test_report = _report(tests, ex)
     result.status = "best_effort"
     result.summary = (

@@ -217,3 +217,32 @@ async def test_deliberate_chairman_failure_falls_back_to_top_answer() -> None:
     assert result.status == "best_effort"
     assert result.final_answer in ("one", "two")
     assert any("chairman failed" in f for f in result.failed)
+
+
+@pytest.mark.parametrize("mode", ["tests", "debug"])
+async def test_local_tests_and_debug_modes_use_examples_and_static_analysis(
+    tmp_path: Path, mode: str
+) -> None:
+    code = STUB.replace("    pass\n", "    return a + b + undefined_name\n")
+    settings = settings_for(council={"engine": "local"})
+    router = Router(settings, build_providers(settings, env={}))
+    try:
+        result = await Council(
+            router, workspace=tmp_path, limits=SandboxLimits(timeout_secs=20)
+        ).run(
+            CouncilRequest(
+                query="check add",
+                mode=mode,
+                context=RequestContext(file_path="mathx.py", file_text=code, symbol="add"),
+            )
+        )
+    finally:
+        await close_all(router.providers)
+    assert result.council_mode == "local" and result.status == "best_effort"
+    ex = result.test_report.execution
+    assert ex is not None and ex.failed == 2  # both examples hit the NameError
+    if mode == "debug":
+        assert any(f.code == "undefined-name" and f.line == 9 for f in result.static_findings)
+        assert result.diagnosis.verdict == "fail"
+    else:
+        assert result.code.files[0].path == "tests/test_mathx_examples.py"
