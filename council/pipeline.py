@@ -238,6 +238,15 @@ class Council:
         for pass_no in range(1, max_passes + 2):
             state.pass_no = pass_no
             state.emit("pass_started", detail=f"pass {pass_no} of at most {max_passes + 1}")
+            if feedback.get("researcher") and result.tech_manifest is not None:
+                result.tech_manifest = await self._stage(
+                    state,
+                    "research",
+                    "researcher",
+                    TechManifest,
+                    prompts.RESEARCHER,
+                    prompts.research_prompt(request, plan, feedback["researcher"]),
+                )
             code = await self._produce_code(state, result, plan, target, feedback)
             result.code = code
             result.refinement_passes = pass_no - 1
@@ -343,7 +352,7 @@ class Council:
                     "debugger",
                     DebugReport,
                     prompts.DEBUGGER,
-                    prompts.debug_prompt(request, plan, code),
+                    prompts.debug_prompt(request, plan, code, feedback.get("debugger", [])),
                 )
             except PolicyError:
                 raise

@@ -157,12 +157,15 @@ def generate_prompt(
     return "\n".join(p for p in parts if p)
 
 
-def debug_prompt(request: CouncilRequest, plan: Plan | None, code: CodeBundle) -> str:
+def debug_prompt(
+    request: CouncilRequest, plan: Plan | None, code: CodeBundle, feedback: list[str]
+) -> str:
     return "\n".join(
         [
             describe_request(request),
             f"## Plan\n{dump(plan)}" if plan else "",
             f"## Code (line numbers added)\n{code_text(code)}",
+            _block("Feedback you must address", "\n".join(f"- {f}" for f in feedback)),
         ]
     )
 

@@ -111,11 +111,19 @@ async def test_generate_refines_after_failing_tests_then_approves(
 ) -> None:
     server.script(
         plan("researcher", "generator", "debugger", "tester"),
-        synth("REFINE", 0.3, [{"agent": "generator", "message": "handle negatives"}]),
+        synth(
+            "REFINE",
+            0.3,
+            [
+                {"agent": "generator", "message": "handle negatives"},
+                {"agent": "researcher", "message": "mention ints"},
+                {"agent": "debugger", "message": "check overflow"},
+            ],
+        ),
         synth("APPROVE", 0.95),
         model="orch",
     )
-    server.script(MANIFEST, model="res")
+    server.script(MANIFEST, MANIFEST, model="res")
     server.script(
         bundle("def add(a, b):\n    return abs(a) + abs(b)\n"),
         bundle("def add(a: int, b: int) -> int:\n    return a + b\n"),
@@ -145,8 +153,11 @@ async def test_generate_refines_after_failing_tests_then_approves(
     second_gen = prompts_to(server, "gen")[1]
     assert "handle negatives" in second_gen
     assert "Failing test test_adds_negative" in second_gen and "assert" in second_gen
-    # The tester is not told the generator's feedback (targeted feedback only).
+    # Each agent gets only what is addressed to it.
     assert "handle negatives" not in prompts_to(server, "tst")[1]
+    assert "mention ints" in prompts_to(server, "res")[1]
+    assert "check overflow" in prompts_to(server, "dbg")[1]
+    assert "check overflow" not in second_gen and "mention ints" not in second_gen
     # Usage per role names who answered; the transcript has every stage.
     assert {u.role for u in result.usage} == {
         "orchestrator",
