@@ -126,6 +126,22 @@ async def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- council lsp ---------------------------------------------------------------------------
+
+
+def _lsp(args: argparse.Namespace) -> int:
+    # The one upward import: the entry point starts the server; nothing else imports it.
+    from server.app import build_server
+
+    server = build_server()
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0
+
+
 # -- council run / deliberate -------------------------------------------------------------
 
 
@@ -252,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", default="generator")
     p.add_argument("--max-tokens", type=int, default=512)
 
+    p = sub.add_parser("lsp", help="run the language server (stdio by default)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead, for debugging")
+
     p = sub.add_parser("run", help="run the council pipeline on a request")
     p.add_argument("query", nargs="+")
     p.add_argument("--mode", choices=["generate", "debug", "tests", "freeform"], default="freeform")
@@ -284,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args)
         if args.command == "ask":
             return anyio.run(_ask, args)
+        if args.command == "lsp":
+            return _lsp(args)
         if args.command == "run":
             return anyio.run(_run, args)
         if args.command == "deliberate":

@@ -216,7 +216,11 @@ class Council:
             ):
                 raise LocalModeNeeded(str(exc)) from exc
             state.errors.append(str(exc))
-            result.summary = f"Stopped: {exc.message}"
+            tried = "; ".join(exc.attempts[-3:])
+            result.summary = (
+                f"Stopped: {exc.message} ({tried}). Check that the provider is running and "
+                "configured, or add an escalation tier for that role under [roles]."
+            )
         except PolicyError as exc:
             state.errors.append(str(exc))
             result.summary = f"Stopped: {exc}"

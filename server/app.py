@@ -1,0 +1,206 @@
+"""The council language server: state, settings, and feature registration.
+
+Nothing heavy happens before `initialize` is answered: providers are HTTP clients built on
+first use, JAX is never imported here, and the council pipeline is imported by the features
+that run it. Settings are merged from the file sources and the editor (`initializationOptions`,
+then `workspace/configuration` section `council`, refreshed on
+`workspace/didChangeConfiguration`); each problem is shown once with `window/showMessage`
+and the default is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.uris import to_fs_path
+
+from providers.loading import LoadedSettings, load_settings
+from providers.registry import build_providers, close_all
+from providers.router import Router
+from providers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+SECTION = "council"
+
+
+@dataclass
+class Run:
+    """One council run in flight; cancelling its scope stops the run, its HTTP requests and
+    its sandbox processes, and the command then answers normally with status "cancelled"."""
+
+    session_id: str
+    title: str
+    scope: Any  # anyio.CancelScope
+    msg_id: Any = None  # the executeCommand request id, for $/cancelRequest
+    token: types.ProgressToken | None = None
+    uri: str | None = None
+
+
+@dataclass
+class Engine:
+    """Router and settings used by runs started under one configuration."""
+
+    settings: Settings
+    router: Router
+    runs: int = 0
+    retired: bool = False
+
+
+class CouncilProtocol(LanguageServerProtocol):
+    """Passes the whole `ExecuteCommandParams` to council commands, so they can use the
+    client's `workDoneToken` (pygls' default hands a command only its arguments)."""
+
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
+        server = self._server
+        handler = getattr(server, "council_commands", {}).get(params.command)
+        if handler is None:
+            return (yield from super().lsp_workspace__execute_command(params))
+        result = yield handler, (params,), None
+        return result
+
+    def _handle_cancel_notification(self, msg_id: Any) -> None:
+        """`$/cancelRequest`: pygls answers RequestCancelled; we also stop the run itself."""
+        super()._handle_cancel_notification(msg_id)
+        for run in list(getattr(self._server, "runs", {}).values()):
+            if run.msg_id is not None and run.msg_id == msg_id:
+                run.scope.cancel()
+
+
+@dataclass
+class ServerState:
+    workspace: Path | None = None
+    editor_settings: dict[str, Any] = field(default_factory=dict)
+    shown_problems: set[str] = field(default_factory=set)
+    supports_progress: bool = False
+    supports_configuration: bool = False
+    supports_show_document: bool = False
+
+
+class CouncilServer(LanguageServer):
+    def __init__(self, *, env: dict[str, str] | None = None) -> None:
+        super().__init__("slm-council", VERSION, protocol_cls=CouncilProtocol)
+        self.state = ServerState()
+        self.council_commands: dict[str, Any] = {}
+        self.runs: dict[str, Run] = {}
+        self.council_diagnostics: dict[str, Any] = {}  # uri -> diagnostics.Published
+        self._env = env
+        self._engine: Engine | None = None
+        self.loaded: LoadedSettings | None = None
+        self._background: set[asyncio.Future[None]] = set()
+
+    # -- settings -------------------------------------------------------------------------------
+
+    def reload_settings(self) -> LoadedSettings:
+        """Merge files and editor settings; swap the engine used by new runs."""
+        loaded = load_settings(
+            self.state.workspace,
+            overrides=self.state.editor_settings,
+            env=self._env,
+        )
+        self.loaded = loaded
+        fresh = [p for p in loaded.problems if str(p) not in self.state.shown_problems]
+        if fresh:
+            self.state.shown_problems.update(str(p) for p in fresh)
+            text = "; ".join(str(p) for p in fresh[:5])
+            more = f" (and {len(fresh) - 5} more)" if len(fresh) > 5 else ""
+            self.window_show_message(
+                types.ShowMessageParams(
+                    type=types.MessageType.Warning,
+                    message=f"Council settings: {text}{more}. Defaults are used for these keys.",
+                )
+            )
+        old = self._engine
+        if old is None or old.settings != loaded.settings:
+            self._engine = None  # built lazily by `engine`
+            if old is not None:
+                old.retired = True
+                if old.runs == 0:
+                    task = asyncio.ensure_future(close_all(old.router.providers))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+        return loaded
+
+    @property
+    def settings(self) -> Settings:
+        if self.loaded is None:
+            self.reload_settings()
+        assert self.loaded is not None
+        return self.loaded.settings
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            settings = self.settings
+            providers = build_providers(settings, env=self._env)
+            self._engine = Engine(
+                settings, Router(settings, providers, workspace=self.state.workspace)
+            )
+        return self._engine
+
+    async def release(self, engine: Engine) -> None:
+        engine.runs -= 1
+        if engine.retired and engine.runs == 0:
+            await close_all(engine.router.providers)
+
+    async def pull_configuration(self) -> None:
+        if not self.state.supports_configuration:
+            return
+        try:
+            result = await self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+            )
+        except Exception as exc:  # a client that fails this request is not fatal
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+        value = result[0] if result else None
+        if isinstance(value, dict):
+            self.state.editor_settings = _merge(self.state.editor_settings, value)
+        elif value is not None:
+            self.window_show_message(
+                types.ShowMessageParams(
+                    type=types.MessageType.Warning,
+                    message="Council settings: section 'council' must be an object; ignored.",
+                )
+            )
+        self.reload_settings()
+
+    def path_of(self, uri: str) -> Path | None:
+        path = to_fs_path(uri)
+        return Path(path) if path else None
+
+    def relative(self, uri: str) -> str | None:
+        path = self.path_of(uri)
+        if path is None:
+            return None
+        root = self.state.workspace
+        if root is not None and path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+        return path.name
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_server(*, env: dict[str, str] | None = None) -> CouncilServer:
+    from server.features import code_actions, commands, documents, lifecycle
+
+    server = CouncilServer(env=env)
+    for feature in (lifecycle, documents, code_actions, commands):
+        feature.setup(server)
+    return server
