@@ -35,6 +35,15 @@ def _say(title: str) -> None:
 
 
 async def run_demo() -> int:
+    from council.demo_lsp import lsp_demo
+
+    status = await lsp_demo()
+    print("\n\n#### The tour: providers, the router and a full council pass (scripted models)")
+    tour = await _tour()
+    return status or tour
+
+
+async def _tour() -> int:
     with (
         LoopbackProvider(models=("qwen2.5-coder:7b",)) as local_stand_in,
         LoopbackProvider(models=("gpt-4.1-mini",), supports_suffix=False) as cloud_stand_in,

@@ -72,6 +72,8 @@ def _message(event: Event) -> str | None:
         who = event.role or ""
         return f"{event.stage}: {who}{' — ' + event.detail if event.detail else ''}{totals}"
     if event.kind == "stage_finished":
+        if not event.ok and event.detail:
+            return f"{event.stage}: {event.role or ''} {event.detail}{totals}".replace("  ", " ")
         state = "done" if event.ok else "failed"
         return f"{event.stage}: {event.role or ''} {state}{where}{totals}"
     return None
