@@ -115,6 +115,10 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "answer local:qwen2.5-coder:7b" in result.stdout
     assert "refused: local_only is on" in result.stdout
+    # The LSP session: local council mode on a fresh machine, the edit applied as a diff.
+    assert "councilMode: local" in result.stdout
+    assert "+++ b/tests/test_geometry.py" in result.stdout
+    assert "[end   ] Created tests/test_geometry.py. Sandbox: 3 passed" in result.stdout
 
 
 ROLES = ("orchestrator", "researcher", "generator", "debugger", "tester")
