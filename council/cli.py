@@ -238,6 +238,12 @@ def _bench(args: argparse.Namespace) -> int:
         report = anyio.run(bench_council, args.runs)
         print(json.dumps(report, indent=2))
         return 0
+    if args.bench == "server":
+        from server.bench import bench_server  # the entry point may reach the server
+
+        report = anyio.run(bench_server, args.starts)
+        print(json.dumps(report, indent=2))
+        return 0
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 
@@ -286,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("bench", choices=["router", "council"])
+    p.add_argument("bench", choices=["router", "council", "server"])
+    p.add_argument("--starts", type=int, default=20, help="server: cold starts to time")
     p.add_argument("--calls", type=int, default=1000, help="router: calls to time")
     p.add_argument("--runs", type=int, default=100, help="council: pipeline runs to time")
     p.add_argument("--warmup", type=int, default=50)

@@ -13,6 +13,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def estimate_tokens(text: str) -> int:
+    """Rough count for servers that report no usage: about four characters a token."""
+    return max(1, len(text) // 4)
+
+
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -30,6 +30,7 @@ from providers.base import (
     Message,
     Result,
     Usage,
+    estimate_tokens,
 )
 from providers.errors import (
     CapabilityMissing,
@@ -56,11 +57,6 @@ SCHEMA_SYSTEM = (
     "schema:\n{schema}"
 )
 _FENCE = re.compile(r"^```[\w+-]*\n(.*?)\n?```\s*$", re.S)
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough count for servers that report no usage: about four characters a token."""
-    return max(1, len(text) // 4)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

@@ -27,7 +27,15 @@ from typing import Any, TypeVar
 
 import anyio
 
-from providers.base import ChatRequest, CompletionRequest, Delta, Provider, Result, Usage
+from providers.base import (
+    ChatRequest,
+    CompletionRequest,
+    Delta,
+    Provider,
+    Result,
+    Usage,
+    estimate_tokens,
+)
 from providers.budget import CallRecord, RunContext
 from providers.classify import ROUTER_SYSTEM, parse_category, rule_tags
 from providers.errors import (
@@ -40,7 +48,6 @@ from providers.errors import (
     Retryable,
 )
 from providers.health import EndpointHealth, HealthTracker
-from providers.openai_compat import estimate_tokens
 from providers.secrets import REDACTOR
 from providers.settings import Settings, Tier
 

@@ -22,7 +22,6 @@ from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
 
 from providers.loading import LoadedSettings, load_settings
-from providers.registry import build_providers, close_all
 from providers.router import Router
 from providers.settings import Settings
 
@@ -125,7 +124,7 @@ class CouncilServer(LanguageServer):
             if old is not None:
                 old.retired = True
                 if old.runs == 0:
-                    task = asyncio.ensure_future(close_all(old.router.providers))
+                    task = asyncio.ensure_future(_close(old))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
         return loaded
@@ -138,6 +137,9 @@ class CouncilServer(LanguageServer):
         return self.loaded.settings
 
     def engine(self) -> Engine:
+        """Providers are built on first use: the openai SDK costs ~0.7 s to import."""
+        from providers.registry import build_providers
+
         if self._engine is None:
             settings = self.settings
             providers = build_providers(settings, env=self._env)
@@ -149,7 +151,7 @@ class CouncilServer(LanguageServer):
     async def release(self, engine: Engine) -> None:
         engine.runs -= 1
         if engine.retired and engine.runs == 0:
-            await close_all(engine.router.providers)
+            await _close(engine)
 
     async def pull_configuration(self) -> None:
         if not self.state.supports_configuration:
@@ -185,6 +187,12 @@ class CouncilServer(LanguageServer):
         if root is not None and path.is_relative_to(root):
             return path.relative_to(root).as_posix()
         return path.name
+
+
+async def _close(engine: Engine) -> None:
+    from providers.registry import close_all
+
+    await close_all(engine.router.providers)
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
