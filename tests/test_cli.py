@@ -211,3 +211,13 @@ def test_bench_council_prints_json(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["statuses"] == {"approved": 2}
     assert 0.4 < report["review_overlap"]["model_calls_ratio"] < 0.75
+
+
+def test_bench_server_prints_json(tmp_path: Path) -> None:
+    result = council("bench", "server", "--starts", "2", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    load = report["code_action_under_load"]
+    assert load["in_flight_at_start"] == 5 and load["in_flight_at_end"] == 5
+    assert load["run_outcomes"] == ["cancelled"] * 5
+    assert report["rss_kib"]["after_initialize"] > 0
