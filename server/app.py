@@ -96,6 +96,7 @@ class CouncilServer(LanguageServer):
         self._engine: Engine | None = None
         self.loaded: LoadedSettings | None = None
         self._background: set[asyncio.Future[None]] = set()
+        self._warm: asyncio.Future[None] | None = None
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -135,6 +136,18 @@ class CouncilServer(LanguageServer):
             self.reload_settings()
         assert self.loaded is not None
         return self.loaded.settings
+
+    def warm_up(self) -> None:
+        """Import the heavy modules (the openai SDK alone takes ~0.7 s) in a thread after
+        `initialized`, so neither `initialize` nor the first run blocks the event loop."""
+        if self._warm is None:
+            self._warm = asyncio.ensure_future(asyncio.to_thread(_import_heavy))
+
+    async def ready_engine(self) -> Engine:
+        self.warm_up()
+        assert self._warm is not None
+        await self._warm
+        return self.engine()
 
     def engine(self) -> Engine:
         """Providers are built on first use: the openai SDK costs ~0.7 s to import."""
@@ -187,6 +200,11 @@ class CouncilServer(LanguageServer):
         if root is not None and path.is_relative_to(root):
             return path.relative_to(root).as_posix()
         return path.name
+
+
+def _import_heavy() -> None:
+    import council.pipeline  # noqa: F401  (sandbox, static analysis, structured output)
+    import providers.registry  # noqa: F401  (the openai SDK)
 
 
 async def _close(engine: Engine) -> None:

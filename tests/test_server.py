@@ -387,7 +387,9 @@ async def test_runs_do_not_block_each_other_or_code_actions(
     await asyncio.sleep(0.3)
     t0 = time.monotonic()
     await editor.actions(a, 2)
-    assert time.monotonic() - t0 < 0.5  # answered while both runs are in flight
+    # Answered while both runs are in flight (generous bound: CI machines are noisy; the
+    # measured figures come from `council bench server`).
+    assert time.monotonic() - t0 < 1.0
     results = await asyncio.gather(*runs)
     assert all(r.applied for r in results), [(r.message, r.summary) for r in results]
     gens = sorted(

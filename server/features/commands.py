@@ -154,7 +154,7 @@ async def _run(
     The progress always ends: with finish's message, the failure, or "Cancelled."."""
     from council.pipeline import Council
 
-    engine = server.engine()
+    engine = await server.ready_engine()
     engine.runs += 1
     session = uuid.uuid4().hex[:12]
     progress = ProgressReporter(server, params.work_done_token, title)
@@ -379,7 +379,7 @@ async def deliberate_query(
     server: CouncilServer, params: types.ExecuteCommandParams
 ) -> dict[str, Any]:
     args: RunArgs = _parse(RunArgs, params)
-    engine = server.engine()
+    engine = await server.ready_engine()
     engine.runs += 1
     progress = ProgressReporter(server, params.work_done_token, "Council: Deliberate")
     session = uuid.uuid4().hex[:12]
@@ -443,7 +443,7 @@ async def cancel(server: CouncilServer, params: types.ExecuteCommandParams) -> d
 async def providers(server: CouncilServer, params: types.ExecuteCommandParams) -> list[Any]:
     from providers.probe import ProbeCache, default_cache_path, probe_all
 
-    engine = server.engine()
+    engine = await server.ready_engine()
     settings = engine.settings
     rows = await probe_all(
         settings,

@@ -40,6 +40,7 @@ def setup(server: CouncilServer) -> None:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: CouncilServer, params: types.InitializedParams) -> None:
+        ls.warm_up()
         ls.reload_settings()
         await ls.pull_configuration()
 
