@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint format install clean
 
@@ -12,7 +13,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
 
+# torch (CPU) is only for the Hugging Face parity tests. pip, not uv, installs it: this
+# machine's CPU wheel of exactly 2.13.0 sits where pip looks; anything else pulls CUDA.
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 

@@ -244,6 +244,14 @@ def _bench(args: argparse.Namespace) -> int:
         report = anyio.run(bench_server, args.starts)
         print(json.dumps(report, indent=2))
         return 0
+    if args.bench == "train":
+        from training.bench import bench_train  # imports jax
+
+        report = bench_train(
+            preset=args.preset, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len
+        )
+        print(json.dumps(report, indent=2))
+        return 0
     raise SystemExit(f"unknown benchmark {args.bench!r}")
 
 
@@ -291,12 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
 
+    from training.commands import add_train_parser  # light: no jax until a command runs
+
+    add_train_parser(sub)
+
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("bench", choices=["router", "council", "server"])
+    p.add_argument("bench", choices=["router", "council", "server", "train"])
     p.add_argument("--starts", type=int, default=20, help="server: cold starts to time")
     p.add_argument("--calls", type=int, default=1000, help="router: calls to time")
     p.add_argument("--runs", type=int, default=100, help="council: pipeline runs to time")
     p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--preset", default="test", help="train: model preset to time")
+    p.add_argument("--steps", type=int, default=10, help="train: timed optimizer steps")
+    p.add_argument("--batch-size", type=int, default=8, help="train: sequences per step")
+    p.add_argument("--seq-len", type=int, default=0, help="train: context (0 = preset's)")
     return parser
 
 
@@ -322,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(run_demo)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "train":
+            from training.commands import run_train
+
+            return run_train(args)
     except KeyboardInterrupt:
         print("council: cancelled", file=sys.stderr)
         return 130
