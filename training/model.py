@@ -88,13 +88,13 @@ class RMSNorm(nnx.Module):
         self.eps = cfg.norm_eps
         self.dtype = _dtype(cfg.dtype)
         self.scale = nnx.Param(
-            jnp.ones((cfg.hidden_dim,), _dtype(cfg.param_dtype)), sharding=(None,)
+            jnp.ones((cfg.hidden_dim,), _dtype(cfg.param_dtype)), out_sharding=(None,)
         )
 
     def __call__(self, x: Array) -> Array:
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale.value.astype(self.dtype) * x32.astype(self.dtype)
+        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
 def rope(x: Array, positions: Array, theta: float) -> Array:
