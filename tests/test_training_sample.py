@@ -131,9 +131,10 @@ def test_context_overflow_keeps_the_recent_tokens(model, tokenizer):
 def test_infill_builds_a_fim_prompt(model, tokenizer):
     gen = Generator(model, tokenizer, chunk_buckets=(32,), cache_buckets=(128,))
     out = gen.infill("def add(a, b):\n    return ", "\n", SamplingParams(max_new_tokens=5), "psm")
-    assert out.prompt_tokens == len(tokenizer.encode("def add(a, b):\n    return ")) + len(
-        tokenizer.encode("\n")
-    ) + 3
+    assert (
+        out.prompt_tokens
+        == len(tokenizer.encode("def add(a, b):\n    return ")) + len(tokenizer.encode("\n")) + 3
+    )
     assert out.finish_reason in {"stop", "length"}
 
 
