@@ -132,11 +132,19 @@ def load_model(run_dir: Path, step: int | None = None) -> tuple[Transformer, Mod
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
         nnx.to_pure_dict(abstract_params),
     )
-    mngr = ocp.CheckpointManager(
-        (run_dir / CHECKPOINT_DIR).absolute(),
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_names=("params", "opt_state", "meta"),
-    )
+    # orbax logs two WARNINGs (through absl) about read-only mode on every load; they are
+    # expected here and only confuse users of `sample`/`eval`/`export`.
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
+        mngr = ocp.CheckpointManager(
+            (run_dir / CHECKPOINT_DIR).absolute(),
+            options=ocp.CheckpointManagerOptions(read_only=True),
+            item_names=("params", "opt_state", "meta"),
+        )
+    finally:
+        absl_log.setLevel(level)
     try:
         params = mngr.restore(
             step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))

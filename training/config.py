@@ -38,6 +38,7 @@ class ModelConfig:
     qkv_bias: bool = False  # Qwen2-family checkpoints have biases on q/k/v
     dtype: str = "bfloat16"  # compute dtype (activations and matmul inputs)
     param_dtype: str = "float32"  # parameters and optimizer state stay in fp32
+    remat: bool = False  # recompute each block in the backward pass (memory for FLOPs)
 
     def __post_init__(self) -> None:
         if not self.head_dim:
@@ -121,6 +122,7 @@ PRESETS: dict[str, ModelConfig] = {
         head_dim=64,
         ffn_dim=4096,
         max_seq_len=2048,
+        remat=True,  # 2,048-token activations of 24 blocks do not fit a 16 GB chip otherwise
     ),
 }
 

@@ -201,6 +201,10 @@ class Block(nnx.Module):
         return x, new_cache
 
 
+def _block_forward(layer: Block, x: Array, positions: Array) -> tuple[Array, None]:
+    return layer(x, positions, None, None)
+
+
 class Transformer(nnx.Module):
     """The whole model. ``model(tokens)`` for training; add ``cache``/``pos`` to decode."""
 
@@ -239,6 +243,9 @@ class Transformer(nnx.Module):
         new_k: list[Array] = []
         new_v: list[Array] = []
         for i, layer in enumerate(self.layers):
+            if cache is None and self.cfg.remat:  # training: keep only block inputs
+                x, _ = nnx.remat(_block_forward)(layer, x, positions)
+                continue
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
             x, updated = layer(x, positions, layer_cache, None if cache is None else pos)
             if updated is not None:
