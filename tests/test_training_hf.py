@@ -527,12 +527,16 @@ def test_cli_export_from_a_training_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     tiny_tokenizer(run)
     ours.cfg.replace(dtype="bfloat16").save(run / "model_config.json")  # as fit writes it
-    state = type("State", (), {})()
-    state.params = nnx.to_pure_dict(nnx.state(ours, nnx.Param))
-    state.opt_state = {"count": jnp.zeros((), jnp.int32)}
-    state.rng = jax.random.key(0)
+    from training.train import TrainState
+
+    state = TrainState(
+        step=jnp.asarray(7, jnp.int32),
+        params=nnx.to_pure_dict(nnx.state(ours, nnx.Param)),
+        opt_state={"count": jnp.zeros((), jnp.int32)},
+        rng=jax.random.key(0),
+    )
     mngr = checkpoint.manager(run)
-    checkpoint.save(mngr, 7, state, tokens_seen=0)
+    checkpoint.save(mngr, state, tokens_seen=0)
     mngr.wait_until_finished()
     mngr.close()
 

@@ -8,8 +8,8 @@
   a wall-clock timeout. pass@k uses the unbiased estimator of Chen et al. (2021).
 * **FIM exact match** blanks one non-empty line of a held-out document, asks the model to
   infill it, and counts exact matches after stripping trailing whitespace. Held-out documents
-  are the validation split's files (rebuilt by splitting the concatenated rows at EOS, dropping
-  the partial first/last ones) or any files the caller passes.
+  are the validation split's files (rebuilt by splitting the concatenated rows at EOS) or any
+  files the caller passes.
 """
 
 from __future__ import annotations
@@ -185,9 +185,13 @@ def humaneval_generator(
 
 
 def documents_from_rows(rows: np.ndarray, eos_id: int, tokenizer: Any) -> list[str]:
-    """Whole documents rebuilt from packed rows (the partial first and last are dropped)."""
+    """Whole documents rebuilt from a split's rows, in order.
+
+    A split starts at a document boundary and every document ends with eos, so documents are
+    the pieces between eos tokens; whatever follows the last eos is padding.
+    """
     flat = np.asarray(rows).reshape(-1)
-    cuts = np.flatnonzero(flat == eos_id)
+    cuts = np.concatenate([[-1], np.flatnonzero(flat == eos_id)])
     docs = []
     for start, end in itertools.pairwise(cuts):
         piece = flat[start + 1 : end]
