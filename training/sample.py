@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import jax
@@ -59,7 +59,7 @@ class SamplingParams:
 class Completion:
     text: str
     token_ids: list[int]
-    finish_reason: str  # "stop" (sequence or end token), "length", or "context"
+    finish_reason: str  # "stop" (sequence or end token), "length", "context" or "cancelled"
     prompt_tokens: int
     reused_tokens: int = 0  # prompt tokens served from the cache of the previous call
     timings: dict[str, float] = field(default_factory=dict)
@@ -190,9 +190,17 @@ class Generator:
         return self.generate([self.tokenizer.encode(prompt)], params)[0]
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Completion]:
-        """Continue each prompt (token ids). Prompts in one call must have equal length."""
+        """Continue each prompt (token ids). Prompts in one call must have equal length.
+
+        ``cancelled`` is polled between decode steps; when it returns True the rows still
+        running end with finish_reason "cancelled" and the text so far.
+        """
         if not prompts:
             return []
         lengths = {len(p) for p in prompts}
@@ -267,6 +275,11 @@ class Generator:
                 elif len(out[b]) >= params.max_new_tokens:
                     done[b] = True
             if all(done):
+                break
+            if cancelled is not None and cancelled():
+                for b in range(batch):
+                    if not done[b]:
+                        reasons[b] = "cancelled"
                 break
             if pos >= length:
                 for b in range(batch):
