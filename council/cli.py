@@ -222,6 +222,48 @@ async def _deliberate(args: argparse.Namespace) -> int:
     return 0 if result.status != "failed" else 1
 
 
+# -- council complete ----------------------------------------------------------------------
+
+
+async def _complete(args: argparse.Namespace) -> int:
+    from council.completion.terminal import LocationError, complete_at, parse_location
+
+    loaded = _load(args)
+    workspace = Path(args.workspace).resolve() if args.workspace else Path.cwd()
+    try:
+        location = parse_location(args.location)
+        outcome = await complete_at(
+            loaded.settings, location, invoked=args.invoked, workspace=workspace
+        )
+    except LocationError as exc:
+        print(f"council: {exc}", file=sys.stderr)
+        return 2
+    answer = outcome.answer
+    if args.json:
+        report = {
+            "text": answer.text,
+            "backend": answer.backend,
+            "reason": answer.reason,
+            "mode": answer.mode,
+            "via": answer.via,
+            "finish_reason": answer.finish_reason,
+            "error": answer.error,
+            "raw": answer.details.get("raw"),
+            "timings_ms": {
+                "load": round(outcome.load_ms, 1),
+                "model": round(answer.model_ms, 1),
+                "total": round(answer.total_ms, 1),
+            },
+        }
+        print(json.dumps(report, indent=2))
+    elif answer.text:
+        print(answer.text)
+    else:
+        detail = f": {answer.error}" if answer.error else ""
+        print(f"council: no completion ({answer.reason}{detail})", file=sys.stderr)
+    return 1 if answer.reason in ("unavailable", "error", "timeout") else 0
+
+
 # -- council bench -----------------------------------------------------------------------
 
 
@@ -242,6 +284,19 @@ def _bench(args: argparse.Namespace) -> int:
         from server.bench import bench_server  # the entry point may reach the server
 
         report = anyio.run(bench_server, args.starts)
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.bench == "inline":
+        from server.bench_inline import bench_inline
+
+        report = anyio.run(
+            lambda: bench_inline(
+                requests=args.requests,
+                model_path=args.model_path,
+                file=args.file,
+                fim_cases=args.fim_cases,
+            )
+        )
         print(json.dumps(report, indent=2))
         return 0
     if args.bench == "train":
@@ -299,12 +354,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
 
+    p = sub.add_parser(
+        "complete",
+        help="print the inline completion at FILE:LINE:COL (1-based, as compilers print it)",
+        description="Complete at a place in a file with the language server's engine and "
+        "settings ([completion]). LINE and COL are 1-based; COL counts characters and may be "
+        "the line's length + 1 (its end). Example: council complete app.py:12:5",
+    )
+    p.add_argument("location", metavar="FILE:LINE:COL")
+    p.add_argument(
+        "--invoked",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="complete as an explicit request (multi-line allowed); --no-invoked behaves as "
+        "an automatic request while typing",
+    )
+    p.add_argument("--json", action="store_true", help="text, backend, reason and timings")
+
     from training.commands import add_train_parser  # light: no jax until a command runs
 
     add_train_parser(sub)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("bench", choices=["router", "council", "server", "train"])
+    p.add_argument("bench", choices=["router", "council", "server", "train", "inline"])
     p.add_argument("--starts", type=int, default=20, help="server: cold starts to time")
     p.add_argument("--calls", type=int, default=1000, help="router: calls to time")
     p.add_argument("--runs", type=int, default=100, help="council: pipeline runs to time")
@@ -313,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="train: timed optimizer steps")
     p.add_argument("--batch-size", type=int, default=8, help="train: sequences per step")
     p.add_argument("--seq-len", type=int, default=0, help="train: context (0 = preset's)")
+    p.add_argument("--requests", type=int, default=200, help="inline: keystrokes to replay")
+    p.add_argument("--model-path", default="", help="inline: model dir (default: the shipped one)")
+    p.add_argument("--file", help="inline: Python file to type through (default: held-out stdlib)")
+    p.add_argument("--fim-cases", type=int, default=100, help="inline: blanked lines to fill")
     return parser
 
 
@@ -332,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_run, args)
         if args.command == "deliberate":
             return anyio.run(_deliberate, args)
+        if args.command == "complete":
+            return anyio.run(_complete, args)
         if args.command == "demo":
             from council.demo import run_demo
 

@@ -196,7 +196,41 @@ class PrivacyConfig(_Strict):
 
 
 class CompletionConfig(_Strict):
-    backend: str = "specialist"
+    """Inline completions (`textDocument/inlineCompletion`, `council complete`)."""
+
+    backend: str = Field(
+        "specialist", description='"specialist" (the in-process model) or "provider:model"'
+    )
+    enabled: bool = True
+    model_path: str = Field(
+        "", description="The specialist's model directory; empty: the shipped default model"
+    )
+    fim_format: Literal["auto", "suffix", "starcoder", "qwen", "deepseek", "codellama"] = Field(
+        "auto",
+        description="auto: send `suffix`, then the model family's raw format if it is refused",
+    )
+    max_context_tokens: int = Field(
+        384, ge=16, le=32_768, description="Prompt budget: snippets + prefix + suffix."
+    )
+    max_tokens: int = Field(48, ge=1, le=1024, description="Output cap for single-line answers.")
+    max_tokens_multiline: int = Field(
+        128, ge=1, le=4096, description="Output cap for multi-line answers."
+    )
+    max_lines: int = Field(8, ge=1, le=200, description="Lines in a multi-line answer.")
+    snippets: bool = Field(True, description="Add imports and signatures from open documents.")
+    snippet_tokens: int = Field(96, ge=0, le=4096, description="Snippets' share of the budget.")
+    temperature: float = Field(0.0, ge=0, le=2)
+    timeout_secs: float = Field(5.0, gt=0, description="A provider slower than this: no answer.")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value == "specialist":
+            return value
+        provider, sep, model = value.partition(":")
+        if not sep or not provider or not model:
+            raise ValueError('expected "specialist" or "provider:model"')
+        return value
 
 
 def _default_providers() -> dict[str, ProviderConfig]:

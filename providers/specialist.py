@@ -64,6 +64,13 @@ class Specialist:
         self._tokenizer: Any = None
 
     @property
+    def context_tokens(self) -> int:
+        """Prompt + completion tokens one request can use (the cache length once loaded)."""
+        if self._gen is not None:
+            return int(self._gen.max_context)
+        return self.max_context_tokens
+
+    @property
     def name(self) -> str:
         return f"specialist:{self.model_path.name}"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ class CouncilServer(LanguageServer):
         self.loaded: LoadedSettings | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._warm: asyncio.Future[None] | None = None
+        # Called with the new settings after every reload (the first is at `initialized`), so
+        # features holding settings-dependent state (the inline completion engine) can swap it.
+        self.settings_listeners: list[Callable[[Settings], None]] = []
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -128,6 +132,11 @@ class CouncilServer(LanguageServer):
                     task = asyncio.ensure_future(_close(old))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
+        for listener in self.settings_listeners:
+            try:
+                listener(loaded.settings)
+            except Exception:  # a feature's failure must not stop settings from loading
+                log.exception("settings listener %r failed", listener)
         return loaded
 
     @property
@@ -224,9 +233,9 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_server(*, env: dict[str, str] | None = None) -> CouncilServer:
-    from server.features import code_actions, commands, documents, lifecycle
+    from server.features import code_actions, commands, documents, inline_completion, lifecycle
 
     server = CouncilServer(env=env)
-    for feature in (lifecycle, documents, code_actions, commands):
+    for feature in (lifecycle, documents, code_actions, commands, inline_completion):
         feature.setup(server)
     return server

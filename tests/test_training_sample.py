@@ -173,3 +173,17 @@ def test_single_line_fim_cases_and_documents_from_rows(tokenizer):
     flat += [eos] * (-len(flat) % width)
     rows = np.asarray(flat, np.int32).reshape(-1, width)
     assert ev.documents_from_rows(rows, eos, tokenizer)[:2] == docs
+
+
+def test_prefill_near_the_end_of_the_cache_keeps_bucket_shapes(model, tokenizer):
+    """A chunk that would overrun the cache starts earlier instead of taking an odd size."""
+    gen = Generator(model, tokenizer, chunk_buckets=(8, 32), cache_buckets=(128,))
+    rng = np.random.default_rng(5)
+    first = rng.integers(5, tokenizer.vocab_size, 100).tolist()
+    gen.generate([first], SamplingParams(max_new_tokens=2))
+    longer = first + rng.integers(5, tokenizer.vocab_size, 25).tolist()
+    out = gen.generate([longer], SamplingParams(max_new_tokens=3))[0]
+    assert out.reused_tokens >= 100  # so the remaining 25 tokens start at position >= 100
+    assert gen._prefill._cache_size() <= 2  # only the 8 and 32 buckets were ever compiled
+    fresh = Generator(model, tokenizer, chunk_buckets=(8, 32), cache_buckets=(128,))
+    assert out.token_ids == fresh.generate([longer], SamplingParams(max_new_tokens=3))[0].token_ids

@@ -166,9 +166,24 @@ class Generator:
         """Compile every chunk bucket and the decode step for the largest cache; seconds."""
         t0 = time.perf_counter()
         length = self.max_context
+        filler = next(i for i in range(self.cfg.vocab_size) if i not in self.stop_ids)
         for chunk in self.chunk_buckets:
-            if chunk < length:
-                self.generate([[0] * chunk] * batch, SamplingParams(max_new_tokens=2))
+            if chunk <= length:
+                self.generate([[filler] * chunk] * batch, SamplingParams(max_new_tokens=2))
+        # generate() may stop before its first decode step (a random or confident model can
+        # sample an end token at once), so compile the decode step explicitly as well.
+        cache = init_cache(self.cfg, batch, length)
+        token = jnp.full((batch,), filler, jnp.int32)
+        out, _ = self._decode(
+            self.state,
+            token,
+            cache,
+            jnp.int32(0),
+            jax.random.key(0),
+            jnp.float32(0.0),
+            jnp.float32(1.0),
+        )
+        out.block_until_ready()
         self.reset()
         return time.perf_counter() - t0
 
@@ -233,25 +248,29 @@ class Generator:
         top_p = jnp.float32(params.top_p)
         pos = reused
         token = None
-        while pos < ids.shape[1]:
-            rest = ids.shape[1] - pos
-            chunk = _bucket(rest, self.chunk_buckets)
-            chunk = min(chunk, length - pos)  # never write past the cache
-            n = min(rest, chunk)
+        n_prompt = ids.shape[1]
+        chunks = [c for c in self.chunk_buckets if c <= length] or [length]
+        while pos < n_prompt:
+            chunk = _bucket(n_prompt - pos, chunks)
+            # Near the end of the cache a padded chunk would not fit: start it earlier
+            # instead of using an odd size (a new compile). Recomputing tokens already in
+            # the cache writes the same keys/values at the same positions.
+            start = min(pos, length - chunk)
+            n = min(n_prompt - start, chunk)
             piece = np.zeros((batch, chunk), np.int32)
-            piece[:, :n] = ids[:, pos : pos + n]
+            piece[:, :n] = ids[:, start : start + n]
             key, sub = jax.random.split(key)
             token, cache = self._prefill(
                 self.state,
                 jnp.asarray(piece),
                 cache,
-                jnp.int32(pos),
+                jnp.int32(start),
                 jnp.full((batch,), n - 1, jnp.int32),
                 sub,
                 temperature,
                 top_p,
             )
-            pos += n
+            pos = start + n
         t_prefill = time.perf_counter()
 
         out = [[] for _ in range(batch)]

@@ -1,0 +1,14 @@
+"""Inline completions: context window -> FIM prompt -> model -> post-processing.
+
+The pieces are small modules so each can be tested on its own:
+
+- `context`: the prefix/suffix window around the cursor (token budget) and snippets from
+  other open documents;
+- `fim_formats`: the raw fill-in-the-middle prompt of each model family;
+- `postprocess`: pure functions that turn a raw model answer into a suggestion;
+- `cache`: the LRU of answers, with typed-through reuse;
+- `backends`: the in-process specialist and any provider reached through the router;
+- `engine`: ties them together for the language server and `council complete`.
+
+Nothing here imports JAX: the specialist backend loads it in a worker thread.
+"""

@@ -1,0 +1,353 @@
+"""`textDocument/inlineCompletion` end to end over stdio (pytest-lsp).
+
+Provider backends are the scripted loopback HTTP server; the specialist is the tiny echo
+model from `tests.test_completion` (it repeats the prompt's last token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+from pygls.uris import from_fs_path
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from providers.loopback import LoopbackProvider, Reply
+from tests.lsp_harness import Editor
+from tests.test_completion import build_echo_model
+
+pytestmark = pytest.mark.anyio
+
+QWEN = "qwen2.5-coder:1.5b"
+AUTO, INVOKED = (
+    types.InlineCompletionTriggerKind.Automatic,
+    types.InlineCompletionTriggerKind.Invoked,
+)
+
+
+async def start(root: Path, config: Path, *, inline: bool = True) -> Editor:
+    """`council lsp` with a client that advertises inline completions."""
+    env = {
+        **os.environ,
+        "HOME": str(root.parent / "home"),
+        "XDG_CACHE_HOME": str(root.parent / "cache"),
+        "COUNCIL_CONFIG": str(config),
+    }
+    client = await ClientServerConfig(
+        server_command=[sys.executable, "-m", "council.cli", "lsp"], server_env=env
+    ).start()
+    assert isinstance(client, LanguageClient)
+    editor = Editor(client, root)
+    text_caps = types.TextDocumentClientCapabilities(
+        inline_completion=types.InlineCompletionClientCapabilities() if inline else None
+    )
+    editor.init_result = await client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(text_document=text_caps),
+            workspace_folders=[types.WorkspaceFolder(uri=from_fs_path(str(root)) or "", name="ws")],
+        )
+    )
+    return editor
+
+
+def write_config(path: Path, base_url: str | None, completion: str) -> Path:
+    providers = f'[providers.lb]\nbase_url = "{base_url}"\n' if base_url else ""
+    roles = '[roles]\norchestrator = "lb:x"\nresearcher = "lb:x"\ngenerator = "lb:x"\n'
+    roles += 'debugger = "lb:x"\ntester = "lb:x"\n'
+    path.write_text(
+        providers + (roles if base_url else "") + "[router]\nmax_retries = 0\n"
+        f"[completion]\n{completion}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def complete(
+    editor: Editor,
+    uri: str,
+    line: int,
+    character: int,
+    kind: types.InlineCompletionTriggerKind = AUTO,
+    selected: types.SelectedCompletionInfo | None = None,
+) -> types.InlineCompletionList | None:
+    result = await editor.client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(
+                trigger_kind=kind, selected_completion_info=selected
+            ),
+        )
+    )
+    assert result is None or isinstance(result, types.InlineCompletionList)
+    return result
+
+
+def texts(result: types.InlineCompletionList | None) -> list[str]:
+    return [str(item.insert_text) for item in (result.items if result else [])]
+
+
+async def stats(editor: Editor) -> Any:
+    return await editor.client.protocol.send_request_async("council/inlineStats", {})
+
+
+def fim_requests(lb: LoopbackProvider) -> list[Any]:
+    return [r for r in lb.requests if r.path.endswith("/completions") and r.body]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def lb() -> Any:
+    with LoopbackProvider(models=(QWEN, "other", "x")) as server:
+        yield server
+
+
+@pytest.fixture
+async def editor(tmp_path: Path, workspace: Path, lb: LoopbackProvider) -> AsyncIterator[Editor]:
+    config = write_config(tmp_path / "council.toml", lb.base_url, f'backend = "lb:{QWEN}"')
+    ed = await start(workspace, config)
+    yield ed
+    await ed.client.shutdown_session()
+
+
+async def test_capability_and_both_triggers(editor: Editor, lb: LoopbackProvider) -> None:
+    assert editor.init_result is not None
+    assert isinstance(
+        editor.init_result.capabilities.inline_completion_provider, types.InlineCompletionOptions
+    )
+    uri = editor.open("m.py", "def add(a, b):\n    return \n")
+    lb.script(Reply(content="a + b"), Reply(content="a + b\n\n\ndef other():"))
+    auto = await complete(editor, uri, 1, 11)
+    assert texts(auto) == ["a + b"]
+    assert auto is not None and auto.items[0].range == types.Range(
+        start=types.Position(line=1, character=11), end=types.Position(line=1, character=11)
+    )
+    editor.change(uri, "def add(a, b):\n    return \n\n")  # a new context: not cached
+    invoked = await complete(editor, uri, 1, 11, INVOKED)
+    assert texts(invoked) == ["a + b"]
+    first, second = fim_requests(lb)
+    assert first.body["suffix"] == "\n" and first.body["stop"] == ["\n"]
+    assert second.body["max_tokens"] == 128 and "\n\n" in second.body["stop"]
+    # automatic and mid-word: nothing, and no model call
+    editor.change(uri, "value = compute_total\n")
+    assert texts(await complete(editor, uri, 0, 13)) == []
+    assert len(fim_requests(lb)) == 2
+    # not Python: nothing
+    other = editor.uri("notes.txt")
+    editor.client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=other, language_id="plaintext", version=1, text="hello "
+            )
+        )
+    )
+    assert texts(await complete(editor, other, 0, 6, INVOKED)) == []
+    counters = (await stats(editor)).counters
+    assert counters.requests == 4 and counters.ok == 2 and counters.skipped == 1
+
+
+async def test_overlap_trimmed_and_typed_through_reuse(
+    editor: Editor, lb: LoopbackProvider
+) -> None:
+    uri = editor.open("m.py", "print()\n")
+    lb.script(Reply(content='"hello")'))
+    assert texts(await complete(editor, uri, 0, 6)) == ['"hello"']
+    assert fim_requests(lb)[0].body["suffix"] == ")\n"
+
+    editor.change(uri, "def add(a, b):\n    return \n")
+    lb.script(Reply(content="a + b"))
+    assert texts(await complete(editor, uri, 1, 11)) == ["a + b"]
+    before = len(lb.requests)
+    editor.change(uri, "def add(a, b):\n    return a \n")
+    assert texts(await complete(editor, uri, 1, 13)) == ["+ b"]
+    editor.change(uri, "def add(a, b):\n    return a +\n")
+    assert texts(await complete(editor, uri, 1, 14)) == [" b"]
+    assert len(lb.requests) == before  # answered from the cache: no model call
+    reasons = [r.reason for r in (await stats(editor)).requests]
+    assert reasons == ["ok", "ok", "typed-through", "typed-through"]
+
+
+async def test_selected_completion_item(editor: Editor, lb: LoopbackProvider) -> None:
+    uri = editor.open("m.py", "import os\nos.path.jo\n")
+    lb.script(Reply(content="(root, name)"))
+    selected = types.SelectedCompletionInfo(
+        range=types.Range(
+            start=types.Position(line=1, character=8), end=types.Position(line=1, character=10)
+        ),
+        text="join",
+    )
+    result = await complete(editor, uri, 1, 10, selected=selected)
+    assert texts(result) == ["join(root, name)"]
+    assert result is not None and result.items[0].range == selected.range
+    assert fim_requests(lb)[0].body["prompt"].endswith("os.path.join")
+
+
+async def test_superseded_request_is_cancelled(editor: Editor, lb: LoopbackProvider) -> None:
+    uri = editor.open("m.py", "x = \n")
+    lb.script(Reply(content="slow", delay=10), Reply(content="fast"))
+    first = asyncio.ensure_future(complete(editor, uri, 0, 4))
+    await asyncio.to_thread(lb.wait_for, lambda r: r.body and r.body.get("prompt") == "x = ", 5)
+    editor.change(uri, "x = 1\n")
+    started = time.monotonic()
+    second = await complete(editor, uri, 0, 5)
+    older = await asyncio.wait_for(first, 5)
+    assert texts(second) == ["fast"] and texts(older) == []
+    assert time.monotonic() - started < 3
+    await asyncio.to_thread(
+        lb.wait_for,
+        lambda r: r.body and r.body.get("prompt") == "x = " and r.client_disconnected_at,
+        3,
+    )
+    reasons = [r.reason for r in (await stats(editor)).requests]
+    assert sorted(reasons) == ["ok", "superseded"]
+
+
+async def test_cancel_request_is_honoured(editor: Editor, lb: LoopbackProvider) -> None:
+    uri = editor.open("m.py", "y = \n")
+    lb.script(Reply(content="slow", delay=10))
+    pending = set(editor.client.protocol._request_futures)
+    task = asyncio.ensure_future(complete(editor, uri, 0, 4))
+    await asyncio.to_thread(lb.wait_for, lambda r: r.body and r.body.get("prompt") == "y = ", 5)
+    (msg_id,) = set(editor.client.protocol._request_futures) - pending
+    editor.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wait_for(task, 5)
+    await asyncio.to_thread(
+        lb.wait_for,
+        lambda r: r.body and r.body.get("prompt") == "y = " and r.client_disconnected_at,
+        3,
+    )
+    assert (await stats(editor)).counters.cancelled == 1
+
+
+async def test_odd_requests_get_answers_not_crashes(editor: Editor, lb: LoopbackProvider) -> None:
+    uri = editor.open("m.py", "x = 1\n")
+    lb.script(Reply(content="2"), Reply(content="3"))
+    assert texts(await complete(editor, uri, 40, 99, INVOKED)) in ([], ["2"])  # past the end
+    missing = editor.uri("never_opened.py")
+    assert texts(await complete(editor, missing, 0, 0, INVOKED)) == []
+    backwards = types.SelectedCompletionInfo(
+        range=types.Range(
+            start=types.Position(line=0, character=5), end=types.Position(line=0, character=1)
+        ),
+        text="zz",
+    )
+    assert isinstance(
+        await complete(editor, uri, 0, 3, INVOKED, backwards), types.InlineCompletionList
+    )
+    with pytest.raises(Exception, match="since must be an integer"):
+        await editor.client.protocol.send_request_async("council/inlineStats", {"since": "x"})
+    assert (await stats(editor)).counters.requests == 3
+
+
+async def test_settings_change_swaps_the_backend(editor: Editor, lb: LoopbackProvider) -> None:
+    uri = editor.open("m.py", "x = \n")
+    lb.script(Reply(content="1"), Reply(content="2"))
+    assert texts(await complete(editor, uri, 0, 4)) == ["1"]
+    editor.client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(
+            settings={"council": {"completion": {"backend": "lb:other", "fim_format": "starcoder"}}}
+        )
+    )
+    assert texts(await complete(editor, uri, 0, 4)) == ["2"]
+    last = fim_requests(lb)[-1].body
+    assert (
+        last["model"] == "other" and last["prompt"] == "<fim_prefix>x = <fim_suffix>\n<fim_middle>"
+    )
+    assert (await stats(editor)).backend == "lb:other"
+
+
+async def test_provider_refusing_suffix(tmp_path: Path, workspace: Path) -> None:
+    with LoopbackProvider(models=(QWEN,), supports_suffix=False) as lb:
+        config = write_config(tmp_path / "c.toml", lb.base_url, f'backend = "lb:{QWEN}"')
+        editor = await start(workspace, config)
+        try:
+            uri = editor.open("m.py", "a = \nb = 2\n")
+            lb.script(Reply(content="1"), Reply(content="3"))
+            assert texts(await complete(editor, uri, 0, 4)) == ["1"]
+            editor.change(uri, "a = 1\nc = \n")
+            assert texts(await complete(editor, uri, 1, 4)) == ["3"]
+            paths = [r.path for r in lb.requests]
+            assert paths == ["/v1/completions", "/v1/chat/completions", "/v1/completions"]
+            assert lb.requests[0].status == 400 and lb.requests[0].body["suffix"] == "\nb = 2\n"
+            assert "a = <FILL>\nb = 2" in lb.requests[1].body["messages"][-1]["content"]
+            assert lb.requests[2].body["prompt"] == (
+                "<|fim_prefix|>a = 1\nc = <|fim_suffix|>\n<|fim_middle|>"
+            )
+        finally:
+            await editor.client.shutdown_session()
+
+
+async def test_broken_model_path_is_reported_and_the_server_carries_on(
+    tmp_path: Path, workspace: Path
+) -> None:
+    missing = tmp_path / "no-model-here"
+    config = write_config(tmp_path / "c.toml", None, f'model_path = "{missing}"')
+    editor = await start(workspace, config)
+    try:
+        for _ in range(100):
+            if any("no-model-here" in m.message for m in editor.client.messages):
+                break
+            await asyncio.sleep(0.05)
+        (message,) = [m for m in editor.client.messages if "no-model-here" in m.message]
+        assert message.type == types.MessageType.Error
+        assert "model_path" in message.message and "is not a model directory" in message.message
+        uri = editor.open("m.py", "x = \n")
+        assert texts(await complete(editor, uri, 0, 4, INVOKED)) == []
+        state = await stats(editor)
+        assert state.ready is False and "no-model-here" in state.error
+        assert state.counters.unavailable == 1
+        assert len([m for m in editor.client.messages if "no-model-here" in m.message]) == 1
+    finally:
+        await editor.client.shutdown_session()
+
+
+@pytest.mark.slow
+async def test_specialist_empty_until_ready_then_completes(
+    tmp_path: Path, workspace: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    model = build_echo_model(tmp_path_factory.getbasetemp() / "echo-model")
+    config = write_config(tmp_path / "c.toml", None, f'model_path = "{model}"')
+    editor = await start(workspace, config)
+    try:
+        uri = editor.open("m.py", "total = fo\n")
+        started = time.monotonic()
+        early = await complete(editor, uri, 0, 10, INVOKED)
+        assert texts(early) == [] and time.monotonic() - started < 1.0
+        assert (await stats(editor)).requests[-1].reason == "loading"
+        deadline = time.monotonic() + 60
+        while not (state := await stats(editor)).ready:
+            assert state.error is None and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        result = await complete(editor, uri, 0, 10)
+        (text,) = texts(result)
+        assert text.startswith("oo") and "\n" not in text  # the echo model, single-line
+        last = (await stats(editor)).requests[-1]
+        assert last.reason == "ok" and 0 < last.modelMs <= last.handlerMs
+        # typing through the suggestion: answered from the cache
+        editor.change(uri, "total = foo\n")
+        assert texts(await complete(editor, uri, 0, 11)) == [text[1:]]
+        assert (await stats(editor)).requests[-1].reason == "typed-through"
+        # a setting that does not change the model keeps it loaded
+        editor.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"council": {"completion": {"max_lines": 3}}}
+            )
+        )
+        await asyncio.sleep(0.2)
+        assert (await stats(editor)).ready
+    finally:
+        await editor.client.shutdown_session()
