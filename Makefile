@@ -46,7 +46,7 @@ DM := build/default-model
 DEFAULT_MODEL_COMMANDS = \
 	council train data --source stdlib --vocab-size 8192 --seq-len 512 --out $(DM)/data --force; \
 	council train fit --data $(DM)/data --out $(DM)/run --preset tiny --steps 1200 --batch-size 8 --eval-every 200 --eval-batches 20 --save-every 100 --log-every 20 --quiet; \
-	council train eval $(DM)/run --data $(DM)/data --loss-batches 100 --fim-cases 200 --humaneval --max-new-tokens 128 --json > $(DM)/eval.json; \
+	council train eval $(DM)/run --data $(DM)/data --loss-batches 100 --fim-cases 200 --fim-mode spm --humaneval --max-new-tokens 128 --json > $(DM)/eval.json; \
 	council train export $(DM)/run --out training/default_model --dtype bfloat16 --force
 
 default-model: $(STAMP)

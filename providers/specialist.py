@@ -140,7 +140,7 @@ class Specialist:
             params = SamplingParams(
                 max_new_tokens=max_tokens, temperature=temperature, stop=tuple(stop)
             )
-            out = gen.generate([ids], params, cancelled=cancelled)[0]
+            out = gen.generate([ids], params, cancelled=cancelled, heal=True)[0]
         return InfillResult(
             text=out.text,
             model_s=out.timings.get("total_s", 0.0),

@@ -122,6 +122,7 @@ class Generator:
         # batch-1 prefix cache: the ids whose keys/values sit in `_cache`, in order
         self._cache: KVCache | None = None
         self._cached_ids: list[int] = []
+        self._texts: list[str] | None = None  # each token's text, for token healing
 
     # -- jitted pieces -------------------------------------------------------------------
 
@@ -132,14 +133,20 @@ class Generator:
         cache: KVCache,
         pos: jax.Array,
         last: jax.Array,
+        allowed: jax.Array,
         key: jax.Array,
         temperature: jax.Array,
         top_p: jax.Array,
     ) -> tuple[jax.Array, KVCache]:
-        """Write a padded chunk into the cache; sample after the chunk's real last token."""
+        """Write a padded chunk into the cache; sample after the chunk's real last token.
+
+        ``allowed`` ([V] bool) restricts that sample: token healing passes the tokens that
+        start with the text the prompt's last token was cut from; otherwise all True.
+        """
         model = nnx.merge(self.graphdef, state)
         logits, cache = model(tokens, cache=cache, pos=pos)
         last_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+        last_logits = jnp.where(allowed[None, :], last_logits, -jnp.inf)
         return _sample(last_logits, key, temperature, top_p), cache
 
     def _decode_fn(
@@ -199,10 +206,33 @@ class Generator:
         from training.fim import fim_prompt_ids
 
         ids = fim_prompt_ids(self.tokenizer, prefix, suffix, mode=mode)
-        return self.generate([ids], params)[0]
+        # SPM ends with the prefix, so its last token can be healed; PSM ends with a sentinel
+        return self.generate([ids], params, heal=mode == "spm")[0]
 
     def complete(self, prompt: str, params: SamplingParams) -> Completion:
-        return self.generate([self.tokenizer.encode(prompt)], params)[0]
+        return self.generate([self.tokenizer.encode(prompt)], params, heal=True)[0]
+
+    def _token_texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = [self.tokenizer.decode([i]) for i in range(self.cfg.vocab_size)]
+        return self._texts
+
+    def _healing(self, ids: list[int]) -> tuple[list[int], str, np.ndarray | None]:
+        """Token healing: drop the prompt's last token and make the first sample redo it.
+
+        A prompt that ends mid-token (typically ``return `` with its trailing space, which
+        byte-level BPE glues to the *next* word in training text) otherwise forces the model
+        into splits it never saw and it answers nonsense. Backing off one token and allowing
+        only tokens whose text starts with the removed text lets it pick ``" a"``.
+        """
+        if len(ids) < 2 or ids[-1] in self.stop_ids:
+            return ids, "", None
+        texts = self._token_texts()
+        cut = texts[ids[-1]]
+        if not cut or "\ufffd" in cut:
+            return ids, "", None
+        allowed = np.fromiter((t.startswith(cut) for t in texts), bool, len(texts))
+        return ids[:-1], cut, allowed
 
     def generate(
         self,
@@ -210,6 +240,7 @@ class Generator:
         params: SamplingParams,
         *,
         cancelled: Callable[[], bool] | None = None,
+        heal: bool = False,
     ) -> list[Completion]:
         """Continue each prompt (token ids). Prompts in one call must have equal length.
 
@@ -222,6 +253,12 @@ class Generator:
         if len(lengths) != 1 or 0 in lengths:
             raise ValueError("prompts in one generate() call must be non-empty and equal length")
         batch = len(prompts)
+        healed, allowed = "", None
+        if heal and batch == 1:
+            trimmed, healed, allowed = self._healing(list(prompts[0]))
+            prompts = [trimmed]
+        if allowed is None:
+            allowed = np.ones(self.cfg.vocab_size, bool)
         ids = np.asarray(prompts, dtype=np.int32)
         if int(ids.max()) >= self.cfg.vocab_size or int(ids.min()) < 0:
             raise ValueError("prompt token id outside the model's vocabulary")
@@ -266,6 +303,7 @@ class Generator:
                 cache,
                 jnp.int32(start),
                 jnp.full((batch,), n - 1, jnp.int32),
+                jnp.asarray(allowed),
                 sub,
                 temperature,
                 top_p,
@@ -288,7 +326,7 @@ class Generator:
                     done[b], reasons[b] = True, "stop"
                     continue
                 out[b].append(tid)
-                texts[b] = self.tokenizer.decode(out[b])
+                texts[b] = self.tokenizer.decode(out[b])[len(healed) :]
                 if params.stop and _find_stop(texts[b], params.stop) is not None:
                     done[b], reasons[b] = True, "stop"
                 elif len(out[b]) >= params.max_new_tokens:
