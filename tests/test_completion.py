@@ -47,7 +47,7 @@ def build_echo_model(out: Path) -> Path:
     Random weights would answer noise (often only whitespace, which post-processing drops);
     with the attention and MLP outputs zeroed the residual stream is the token embedding, and
     with tied embeddings the top logit is that same token. So completions are deterministic
-    (`x = foo` -> `ooo...`), while loading, bucketing, FIM prompting and decoding are the
+    (the same token again and again), while loading, bucketing, FIM prompting and decoding are the
     real code paths.
     """
     if (out / "config.json").is_file():
@@ -570,7 +570,9 @@ def test_council_complete_with_the_specialist(tmp_path: Path, echo_model: Path) 
     config.write_text(f'[completion]\nmodel_path = "{echo_model}"\n', encoding="utf-8")
     result = _cli([f"{source}:1:11", "--json"], config, tmp_path)
     report = json.loads(result.stdout)
-    assert report["reason"] == "ok" and report["text"].startswith("oo"), report
+    # the echo model repeats a token; with token healing the first one is re-chosen among
+    # tokens extending the prompt's last, so assert the shape, not the exact letters
+    assert report["reason"] == "ok" and report["text"].strip(), report
     assert report["via"] == "specialist" and report["timings_ms"]["load"] > 0
     broken = tmp_path / "broken.toml"
     broken.write_text(f'[completion]\nmodel_path = "{tmp_path / "nope"}"\n', encoding="utf-8")
