@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint format install clean default-model
+.PHONY: demo test lint format install clean default-model vscode vscode-e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/council demo
 
-test: $(STAMP)
+# The VS Code extension: npm ci, then typecheck + bundle, eslint, unit tests, and the .vsix
+# (rebuilt every run, so the e2e tests install what is in the working tree).
+VSCODE := editors/vscode
+$(VSCODE)/node_modules/.installed: $(VSCODE)/package-lock.json
+	cd $(VSCODE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+vscode: $(VSCODE)/node_modules/.installed
+	cd $(VSCODE) && npm run --silent lint && npm run --silent test \
+		&& npm run --silent package >/dev/null
+	@echo "editors/vscode: lint, unit tests and council.vsix OK"
+
+# What the e2e tests run in: Debian's chromium (apt, as root), Node 24 and code-server,
+# cached in ~/.cache/council/vscode-e2e (several minutes the first time, seconds after).
+vscode-e2e: vscode
+	bash $(VSCODE)/scripts/setup-e2e.sh
+
+test: $(STAMP) vscode-e2e
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
@@ -38,7 +55,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(VSCODE)/node_modules $(VSCODE)/out \
+		$(VSCODE)/dist $(VSCODE)/council.vsix
 
 # The default specialist shipped in training/default_model (see its README.md, the model
 # card). About 45 minutes on a 2-core CPU; every figure on the card comes from this run.

@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lsp", help="run the language server (stdio by default)")
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead, for debugging")
+    # vscode-languageclient (TransportKind.stdio) and other clients append --stdio: accepted,
+    # stdio is the default anyway
+    p.add_argument("--stdio", action="store_true", help="use stdio (the default)")
 
     p = sub.add_parser("run", help="run the council pipeline on a request")
     p.add_argument("query", nargs="+")
