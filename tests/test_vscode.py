@@ -571,3 +571,42 @@ def test_settings_changes_reach_the_server_and_server_settings_restart_it(
         ".output-view, .panel", has_text="Restarting the council server"
     ).first.wait_for(timeout=10_000)
     bench.shot("server-log")
+
+
+def test_generate_code_action_replaces_the_function_and_keeps_typing_during_the_run(
+    vscode: Workbench, workspace: Path, lb: LoopbackProvider
+) -> None:
+    from tests.test_server import STUB, script_generate
+
+    bench = vscode
+    (workspace / "mathx.py").write_text(STUB)
+    _server_started(bench)
+    script_generate(lb, delay=4.0)  # the generator answers after 4 s
+    bench.open_file("mathx.py")
+    bench.page.keyboard.press("Control+Home")
+    # the code action from the lightbulb menu (Ctrl+.), not the palette: the extension routes
+    # the server's command through the same notification progress
+    bench.page.keyboard.press("Control+.")
+    action = bench.page.locator(
+        ".action-widget .monaco-list-row", has_text="Council: Generate implementation of add"
+    )
+    action.first.wait_for(timeout=10_000)
+    bench.shot("code-actions")
+    action.first.click()
+    bench.toast("Council: Generate").wait_for(timeout=15_000)
+    _wait(lambda: _chat(lb, "gen"), 20, "the generator's request")
+    # the user keeps typing while the council works: a comment above the function
+    bench.focus_editor()
+    bench.page.keyboard.press("Control+Home")
+    bench.page.keyboard.type("# typed during the run\n")
+    outcome = bench.wait_notification("Replaced", 60)
+    bench.shot("generated")
+    assert "Council: Generate: Replaced `add`" in outcome, outcome
+    bench.editor_shows("return a + b", 10_000)
+    bench.page.keyboard.press("Control+S")
+    target = workspace / "mathx.py"
+    _wait(lambda: "return a + b" in target.read_text(), 10, "the saved file", target.read_text)
+    text = target.read_text()
+    assert text.startswith("# typed during the run\ndef add("), text
+    assert "pass" not in text and text.count("def add") == 1, text
+    assert 'return "keep me"' in text  # the rest of the file is untouched
