@@ -16,7 +16,8 @@ mkdir -p "$CACHE"
 apt_packages=(chromium libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # not `dpkg -s`: it succeeds for a removed package whose config files remain
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup-e2e: installing Debian packages: ${missing[*]}"
