@@ -262,7 +262,7 @@ def lb() -> Iterator[LoopbackProvider]:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, lb: LoopbackProvider) -> Path:
+def workspace(tmp_path: Path, lb: LoopbackProvider, request: pytest.FixtureRequest) -> Path:
     root = tmp_path / "ws"
     (root / "tests").mkdir(parents=True)
     (root / ".vscode").mkdir()
@@ -279,17 +279,15 @@ def workspace(tmp_path: Path, lb: LoopbackProvider) -> Path:
     )
     # The extension's own settings: how to start the server, its environment, and one
     # council.toml key mirrored as a VS Code setting (it must reach the server).
-    (root / ".vscode" / "settings.json").write_text(
-        json.dumps(
-            {
-                "council.server.command": [sys.executable, "-m", "council.cli", "lsp"],
-                "council.server.env": {"COUNCIL_CONFIG": str(config)},
-                "council.completion.backend": f"lb:{FIM}",
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
+    settings = {
+        "council.server.command": [sys.executable, "-m", "council.cli", "lsp"],
+        "council.server.env": {"COUNCIL_CONFIG": str(config)},
+        "council.completion.backend": f"lb:{FIM}",
+    }
+    marker = request.node.get_closest_marker("vscode_settings")
+    if marker is not None:
+        settings.update(marker.args[0])
+    (root / ".vscode" / "settings.json").write_text(json.dumps(settings, indent=2))
     return root
 
 
@@ -610,3 +608,28 @@ def test_generate_code_action_replaces_the_function_and_keeps_typing_during_the_
     assert text.startswith("# typed during the run\ndef add("), text
     assert "pass" not in text and text.count("def add") == 1, text
     assert 'return "keep me"' in text  # the rest of the file is untouched
+
+
+@pytest.mark.vscode_settings({"council.deliberate": {"members": ["lb:res", "lb:gen"]}})
+def test_deliberate_asks_for_a_question_and_reports_the_standings(
+    vscode: Workbench, lb: LoopbackProvider
+) -> None:
+    # `council.deliberate` is a whole council.toml table given as a VS Code setting
+    bench = vscode
+    _server_started(bench)
+    for m in ("res", "gen"):
+        lb.script(Reply(content=f"answer from {m}"), js(ranking=["A"]), model=m)
+    lb.script(js(answer="Use a dict with move_to_end.", dissent=["none"]), model="orch")
+    bench.palette("Council: Deliberate...")
+    bench.page.locator(".quick-input-widget", has_text="deliberate").wait_for(timeout=10_000)
+    bench.page.locator(".quick-input-widget input").fill("How should an LRU cache be built?")
+    bench.page.keyboard.press("Enter")
+    bench.page.locator(".tab", has_text=".md").first.wait_for(timeout=30_000)
+    bench.editor_shows("Council deliberation", 10_000)
+    bench.editor_shows("move_to_end")
+    outcome = bench.wait_notification("Open Report")
+    bench.shot("deliberation")
+    assert "Council: Deliberate: approved: Use a dict with move_to_end." in outcome, outcome
+    # both configured members answered and ranked; the chairman (orchestrator) summed up
+    assert len(_chat(lb, "res")) == 2 and len(_chat(lb, "gen")) == 2, [r.model for r in lb.requests]
+    assert len(_chat(lb, "orch")) == 1

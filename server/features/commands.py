@@ -413,7 +413,9 @@ async def _deliberate(
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {s.position} | {s.member} | {s.borda:g} | {s.agreement} |" for s in result.standings
+        f"| {s.position} | {s.member} | {s.borda:g} | "
+        f"{'—' if s.agreement is None else s.agreement} |"
+        for s in result.standings
     ]
     lines += ["", "## Final answer", "", result.final_answer or "_none_"]
     if result.dissent:

@@ -282,6 +282,11 @@ export function outcome(title: string, r: RunResult | null | undefined): string 
   if (r.applied !== undefined) {
     return r.applied ? `${title}: ${r.message ?? "applied"}` : `${title}: not applied.`;
   }
+  if (r.finalAnswer) {
+    const first = r.finalAnswer.trim().split("\n")[0];
+    const short = first.length > 120 ? `${first.slice(0, 117)}...` : first;
+    return `${title}: ${r.status ?? "done"}: ${short}`;
+  }
   return `${title}: ${r.summary ?? r.status ?? "done"}`;
 }
 

@@ -126,6 +126,8 @@ test("outcome describes each kind of result; failures are left to the server", (
   assert.equal(outcome("T", { status: "approved", applied: false }), "T: not applied.");
   assert.equal(outcome("T", { status: "approved", summary: "ok", report: "file:///r.md" }), "T: ok");
   assert.equal(outcome("T", null), "T: no answer from the server.");
+  assert.equal(outcome("T", { status: "approved", finalAnswer: "Use a dict.\nMore." }), "T: approved: Use a dict.");
+  assert.match(outcome("T", { status: "approved", finalAnswer: "x".repeat(200) }) ?? "", /^T: approved: x{117}\.\.\.$/);
 });
 
 test("fileArgs trims the query and omits an empty one", () => {
