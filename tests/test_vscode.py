@@ -633,3 +633,20 @@ def test_deliberate_asks_for_a_question_and_reports_the_standings(
     # both configured members answered and ranked; the chairman (orchestrator) summed up
     assert len(_chat(lb, "res")) == 2 and len(_chat(lb, "gen")) == 2, [r.model for r in lb.requests]
     assert len(_chat(lb, "orch")) == 1
+
+
+@pytest.mark.vscode_settings({"council.server.command": ["/nonexistent/bin/council", "lsp"]})
+def test_a_missing_server_command_is_reported_by_name(vscode: Workbench) -> None:
+    bench = vscode
+    bench.open_file("mathx.py")  # activates the extension
+    message = bench.wait_notification("cannot start the server", 30)
+    bench.shot("missing-server")
+    assert 'council.server.command names "/nonexistent/bin/council"' in message, message
+    assert "Open Settings" in message, message
+    _wait(
+        lambda: bench.status_text().strip() == "Council", 10, "the error state", bench.status_text
+    )
+    # the editor keeps working: typing in the file is unaffected
+    bench.page.keyboard.press("Control+End")
+    bench.page.keyboard.type("# still editing\n")
+    bench.editor_shows("# still editing")

@@ -90,8 +90,8 @@ export class CouncilServer implements vscode.Disposable {
       this.setState("failed");
       const hint =
         launch.origin === "default"
-          ? "`council` is not on PATH. Install the server (`pip install slm-council`) or set council.server.pythonPath / council.server.command."
-          : `${launch.origin} names \`${launch.command}\`, which is not an executable file.`;
+          ? '"council" is not on PATH. Install the server ("pip install slm-council") or set council.server.pythonPath or council.server.command.'
+          : `${launch.origin} names "${launch.command}", which is not an executable file.`;
       this.output.error(`Cannot start the council server: ${hint}`);
       void vscode.window
         .showErrorMessage(`Council: cannot start the server: ${hint}`, "Open Settings", "Show Log")
