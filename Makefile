@@ -47,8 +47,9 @@ test: $(STAMP) vscode-e2e
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) $(VSCODE)/node_modules/.installed
 	$(BIN)/ruff check .
+	cd $(VSCODE) && npm run --silent lint
 
 format: $(STAMP)
 	$(BIN)/ruff format .
