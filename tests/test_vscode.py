@@ -470,6 +470,17 @@ def test_cancel_button_in_the_progress_notification_stops_the_run(
     _wait(lambda: orch.client_disconnected_at is not None, 10, "the orchestrator call closed")
     assert took < 15, took
     assert not (bench.server.workspace / "tests" / "test_mathx.py").exists()  # type: ignore[attr-defined]
+    # the palette's Council: Cancel stops a run too (all of this window's runs)
+    lb.clear()  # the first run's unused replies and records
+    script_add_tests(lb, delay=30)
+    bench.palette("Council: Add Tests")
+    bench.toast("Council: Add Tests").wait_for(timeout=15_000)
+    _wait(lambda: _chat(lb, "orch"), 15, "the second run's orchestrator request")
+    bench.palette("Council: Cancel")
+    assert "cancelled 1 run(s)" in bench.wait_notification("Council: cancelled", 15)
+    second = _chat(lb, "orch")[0]
+    _wait(lambda: second.client_disconnected_at is not None, 10, "the second run's call closed")
+    bench.shot("palette-cancel")
 
 
 def test_run_asks_for_a_query_and_opens_the_markdown_report(
@@ -569,6 +580,11 @@ def test_settings_changes_reach_the_server_and_server_settings_restart_it(
         ".output-view, .panel", has_text="Restarting the council server"
     ).first.wait_for(timeout=10_000)
     bench.shot("server-log")
+    # Council: Restart Server from the palette: a new server process, the backend is back
+    bench.palette("Council: Restart Server")
+    _wait(lambda: log().count("Restarting the council server") == 2, 30, "the second restart", log)
+    _wait(lambda: log().count("Starting ") == 3, 30, "the third server start", log)
+    _wait(lambda: "lb:gen" in bench.status_text(), 60, "the server back", bench.status_text)
 
 
 def test_generate_code_action_replaces_the_function_and_keeps_typing_during_the_run(
