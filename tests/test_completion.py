@@ -454,21 +454,24 @@ async def test_cancel_and_timeout_close_the_http_request() -> None:
         answer = await engine.complete(InlineRequest("x = \n", 4, False), CancelToken())
         assert answer.reason == "timeout" and time.monotonic() - started < 2
         record = await asyncio.to_thread(
-            lb.wait_for, lambda r: r.client_disconnected_at is not None, 3
+            lb.wait_for, lambda r: r.client_disconnected_at is not None, 10
         )
         assert record.body["prompt"] == "x = "
 
         lb.script(Reply(content="slow", delay=5))
         token = CancelToken()
         task = asyncio.ensure_future(engine.complete(InlineRequest("y = \n", 4, False), token))
-        await asyncio.to_thread(lb.wait_for, lambda r: r.body and r.body["prompt"] == "y = ", 3)
+        # generous waits: in one full-suite run on the 2-core machine this request took over
+        # 3 s to reach the server (cause not found); the test is about what happens to it,
+        # not how fast it goes out
+        await asyncio.to_thread(lb.wait_for, lambda r: r.body and r.body["prompt"] == "y = ", 10)
         token.cancel()
         answer = await asyncio.wait_for(task, 2)
         assert answer.reason == "superseded"
         await asyncio.to_thread(
             lb.wait_for,
             lambda r: r.body["prompt"] == "y = " and r.client_disconnected_at is not None,
-            3,
+            10,
         )
         await close_all(router.providers)
 
