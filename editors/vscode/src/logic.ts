@@ -14,7 +14,6 @@ export const RESTART_SECTIONS = ["council.server"];
 export interface ServerSettings {
   command: string[];
   pythonPath: string;
-  env: Record<string, string>;
 }
 
 export interface ServerLaunch {

@@ -82,7 +82,6 @@ export class CouncilServer implements vscode.Disposable {
     const launch = serverLaunch({
       command: cfg.get<string[]>("command", []),
       pythonPath: cfg.get<string>("pythonPath", ""),
-      env: cfg.get<Record<string, string>>("env", {}),
     });
     const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
     const env = { ...process.env, ...cfg.get<Record<string, string>>("env", {}) };

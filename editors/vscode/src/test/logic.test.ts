@@ -16,17 +16,17 @@ import {
 } from "../logic";
 
 test("serverLaunch: explicit command, then interpreter, then council on PATH", () => {
-  assert.deepEqual(serverLaunch({ command: ["/v/bin/council", "lsp"], pythonPath: "/usr/bin/python3", env: {} }), {
+  assert.deepEqual(serverLaunch({ command: ["/v/bin/council", "lsp"], pythonPath: "/usr/bin/python3" }), {
     command: "/v/bin/council",
     args: ["lsp"],
     origin: "council.server.command",
   });
-  assert.deepEqual(serverLaunch({ command: [], pythonPath: " /v/bin/python ", env: {} }), {
+  assert.deepEqual(serverLaunch({ command: [], pythonPath: " /v/bin/python " }), {
     command: "/v/bin/python",
     args: ["-m", "council.cli", "lsp"],
     origin: "council.server.pythonPath",
   });
-  assert.deepEqual(serverLaunch({ command: [""], pythonPath: "", env: {} }), {
+  assert.deepEqual(serverLaunch({ command: [""], pythonPath: "" }), {
     command: "council",
     args: ["lsp"],
     origin: "default",
