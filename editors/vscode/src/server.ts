@@ -49,7 +49,10 @@ export class CouncilServer implements vscode.Disposable {
   private readonly stateEmitter = new vscode.EventEmitter<ServerState>();
   readonly onState = this.stateEmitter.event;
   private readonly disposables: vscode.Disposable[] = [];
-  private starting: Promise<void> | undefined;
+  /** Start, stop and restart run one at a time, in order: a restart asked for while the
+   * server is still starting waits for that start instead of stopping a half-started client
+   * (which vscode-languageclient refuses, leaving a stray process). */
+  private lifecycle: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly context: vscode.ExtensionContext,
@@ -67,14 +70,26 @@ export class CouncilServer implements vscode.Disposable {
     this.stateEmitter.fire(s);
   }
 
-  async start(): Promise<void> {
-    if (this.starting) {
-      return this.starting;
-    }
-    this.starting = this.doStart().finally(() => {
-      this.starting = undefined;
+  private enqueue(op: () => Promise<void>): Promise<void> {
+    const next = this.lifecycle.then(op, op);
+    this.lifecycle = next.catch(() => undefined);
+    return next;
+  }
+
+  start(): Promise<void> {
+    return this.enqueue(() => (this.client ? Promise.resolve() : this.doStart()));
+  }
+
+  stop(): Promise<void> {
+    return this.enqueue(() => this.doStop());
+  }
+
+  restart(): Promise<void> {
+    return this.enqueue(async () => {
+      this.output.info("Restarting the council server");
+      await this.doStop();
+      await this.doStart();
     });
-    return this.starting;
   }
 
   private async doStart(): Promise<void> {
@@ -163,7 +178,7 @@ export class CouncilServer implements vscode.Disposable {
     }
   }
 
-  async stop(): Promise<void> {
+  private async doStop(): Promise<void> {
     const client = this.client;
     this.client = undefined;
     if (client) {
@@ -176,11 +191,6 @@ export class CouncilServer implements vscode.Disposable {
     this.setState("stopped");
   }
 
-  async restart(): Promise<void> {
-    this.output.info("Restarting the council server");
-    await this.stop();
-    await this.start();
-  }
 
   private async configurationChanged(e: vscode.ConfigurationChangeEvent): Promise<void> {
     if (RESTART_SECTIONS.some((s) => e.affectsConfiguration(s))) {
