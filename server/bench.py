@@ -1,7 +1,10 @@
 """`council bench server`: start-up cost, responsiveness under load, and memory.
 
 - initialize: wall time from spawning `council lsp` to its `initialize` answer, over 20 cold
-  starts (a new process each time, so Python start-up and imports are included).
+  starts (a new process each time, so Python start-up and imports are included), interleaved
+  start by start with `python -m server.bare_pygls`, a pygls server that imports nothing
+  else. The ratio of the two p50s is the figure to watch (goal: at most 1.1): it cancels
+  the machine's speed and most of its noise.
 - code actions while 5 council runs are in flight: the runs are held at their generate stage
   by a loopback provider that answers the generator after 15 s; meanwhile 200 code-action
   requests are timed one after another.
@@ -51,10 +54,17 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-async def _start(root: Path, env: dict[str, str]) -> tuple[LanguageClient, float]:
+COUNCIL_LSP = ("-m", "council.cli", "lsp")
+BARE_PYGLS = ("-m", "server.bare_pygls")
+GOAL_RATIO = 1.1
+
+
+async def _start(
+    root: Path, env: dict[str, str], argv: tuple[str, ...] = COUNCIL_LSP
+) -> tuple[LanguageClient, float]:
     client = LanguageClient("council-bench", "1")
     started = time.perf_counter()
-    await client.start_io(sys.executable, "-m", "council.cli", "lsp", env=env, cwd=str(root))
+    await client.start_io(sys.executable, *argv, env=env, cwd=str(root))
     await client.initialize_async(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(), root_uri=from_fs_path(str(root))
@@ -76,6 +86,26 @@ def _pid(client: LanguageClient) -> int:
     return int(server.pid) if server is not None else 0
 
 
+async def cold_starts(root: Path, env: dict[str, str], starts: int) -> dict[str, Any]:
+    """`council lsp` and the bare pygls server, started alternately (A, B, A, B, ...) so
+    that drifting machine load hits both alike."""
+    times: dict[str, list[float]] = {"council_lsp": [], "bare_pygls": []}
+    for _ in range(starts):
+        for name, argv in (("council_lsp", COUNCIL_LSP), ("bare_pygls", BARE_PYGLS)):
+            client, elapsed = await _start(root, env, argv)
+            times[name].append(elapsed)
+            await _stop(client)
+    council, bare = _q(times["council_lsp"]), _q(times["bare_pygls"])
+    return {
+        "starts": starts,
+        "order": "interleaved",
+        "council_lsp": council,
+        "bare_pygls": bare,
+        "ratio_p50": round(council["p50_ms"] / bare["p50_ms"], 3),
+        "goal_ratio": GOAL_RATIO,
+    }
+
+
 async def bench_server(starts: int = 20, actions: int = 200, runs: int = 5) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, LoopbackProvider(models=ROLES) as lb:
         root = Path(tmp)
@@ -88,11 +118,7 @@ async def bench_server(starts: int = 20, actions: int = 200, runs: int = 5) -> d
         )
         env = {**os.environ, "COUNCIL_CONFIG": str(config), "XDG_CACHE_HOME": str(root / "c")}
 
-        cold: list[float] = []
-        for _ in range(starts):
-            client, elapsed = await _start(root, env)
-            cold.append(elapsed)
-            await _stop(client)
+        cold = await cold_starts(root, env, starts)
 
         client, _ = await _start(root, env)
         pid = _pid(client)
@@ -157,7 +183,7 @@ async def bench_server(starts: int = 20, actions: int = 200, runs: int = 5) -> d
         await _stop(client)
     return {
         "benchmark": "server",
-        "initialize_cold_start": {"starts": starts, **_q(cold)},
+        "initialize_cold_start": cold,
         "code_action_under_load": {
             "requests": actions,
             "runs_in_flight": runs,
