@@ -13,12 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import anyio
+from typing import TYPE_CHECKING
 
 from providers.errors import ProviderError
-from providers.loading import LoadedSettings, load_settings
 from providers.secrets import RedactingFilter
+
+if TYPE_CHECKING:
+    from providers.loading import LoadedSettings
 
 log = logging.getLogger("council")
 
@@ -34,6 +35,8 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _load(args: argparse.Namespace) -> LoadedSettings:
+    from providers.loading import load_settings  # pydantic: `council lsp` loads it later
+
     workspace = Path(args.workspace).resolve() if args.workspace else Path.cwd()
     loaded = load_settings(workspace)
     for problem in loaded.problems:
@@ -268,6 +271,8 @@ async def _complete(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import anyio
+
     if args.bench == "router":
         from providers.bench import bench_router
 
@@ -399,14 +404,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        if args.command == "lsp":  # first, and before anyio: the editor waits for `initialize`
+            return _lsp(args)
+        import anyio
+
         if args.command == "providers":
             return anyio.run(_providers, args)
         if args.command == "config":
             return _config(args)
         if args.command == "ask":
             return anyio.run(_ask, args)
-        if args.command == "lsp":
-            return _lsp(args)
         if args.command == "run":
             return anyio.run(_run, args)
         if args.command == "deliberate":

@@ -1,11 +1,14 @@
 """The council language server: state, settings, and feature registration.
 
-Nothing heavy happens before `initialize` is answered: providers are HTTP clients built on
-first use, JAX is never imported here, and the council pipeline is imported by the features
-that run it. Settings are merged from the file sources and the editor (`initializationOptions`,
-then `workspace/configuration` section `council`, refreshed on
-`workspace/didChangeConfiguration`); each problem is shown once with `window/showMessage`
-and the default is used.
+Nothing heavy happens before `initialize` is answered: this module and the feature modules
+import only pygls and lsprotocol at start-up, so `council lsp` starts about as fast as a bare
+pygls server (`council bench server` compares the two). The settings models (pydantic),
+providers, the pipeline and the completion engine are imported when first needed: at
+`initialized`, in the warm-up thread, or by the request that uses them.
+
+Settings are merged from the file sources and the editor (`initializationOptions`, then
+`workspace/configuration` section `council`, refreshed on `workspace/didChangeConfiguration`);
+each problem is shown once with `window/showMessage` and the default is used.
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
 
-from providers.loading import LoadedSettings, load_settings
-from providers.router import Router
-from providers.settings import Settings
+if TYPE_CHECKING:
+    from providers.loading import LoadedSettings
+    from providers.router import Router
+    from providers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ class CouncilServer(LanguageServer):
 
     def reload_settings(self) -> LoadedSettings:
         """Merge files and editor settings; swap the engine used by new runs."""
+        from providers.loading import load_settings  # pydantic models: not before `initialize`
+
         loaded = load_settings(
             self.state.workspace,
             overrides=self.state.editor_settings,
@@ -161,6 +167,7 @@ class CouncilServer(LanguageServer):
     def engine(self) -> Engine:
         """Providers are built on first use: the openai SDK costs ~0.7 s to import."""
         from providers.registry import build_providers
+        from providers.router import Router
 
         if self._engine is None:
             settings = self.settings
@@ -214,6 +221,7 @@ class CouncilServer(LanguageServer):
 def _import_heavy() -> None:
     import council.pipeline  # noqa: F401  (sandbox, static analysis, structured output)
     import providers.registry  # noqa: F401  (the openai SDK)
+    import server.runs  # noqa: F401  (the commands' argument models)
 
 
 async def _close(engine: Engine) -> None:

@@ -7,11 +7,14 @@ numbers and fixes would no longer match.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from council.schemas import Bug
 from server.app import CouncilServer
+
+if TYPE_CHECKING:
+    from council.schemas import Bug  # pydantic: code actions need none of it
 
 SOURCE = "council"
 SEVERITY = {

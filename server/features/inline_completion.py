@@ -1,6 +1,7 @@
 """`textDocument/inlineCompletion` (LSP 3.18) for Python documents, and `council/inlineStats`.
 
-The work is `council.completion.engine`; this module adds what belongs to the protocol:
+The work is `council.completion.engine`, driven by `server.inline`; this module and that
+one add what belongs to the protocol:
 
 - **Positions.** LSP positions (UTF-16 by default) become code-point offsets; a selected
   completion-menu item (`context.selectedCompletionInfo`) is applied before completing, and
@@ -23,294 +24,40 @@ The work is `council.completion.engine`; this module adds what belongs to the pr
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
-from collections import Counter, deque
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from council.completion.backends import CancelToken, SpecialistBackend, build_backend
-from council.completion.context import OtherDocument, SnippetIndex
-from council.completion.engine import CompletionEngine, InlineAnswer, InlineRequest, Selected
-from providers.router import Router
-from providers.settings import CompletionConfig, Settings
 from server.app import CouncilServer
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from server.inline import InlineCompletions
 
 STATS_METHOD = "council/inlineStats"
-_HISTORY = 1024
-
-
-@dataclass
-class RequestStat:
-    seq: int
-    uri: str
-    trigger: str  # "automatic" or "invoked"
-    reason: str  # the engine's reason, or "cancelled" for $/cancelRequest
-    handlerMs: float  # JSON field names are camelCase, like the protocol's
-    engineMs: float
-    modelMs: float
-    chars: int
-    promptTokens: int
-    reusedTokens: int  # prompt tokens whose KV cache the specialist kept from the last call
-
-
-def _is_python(uri: str, language_id: str | None) -> bool:
-    if language_id:
-        return language_id == "python"
-    return uri.endswith((".py", ".pyi"))
-
-
-class InlineCompletions:
-    """The feature's state: the engine for the current settings, in-flight tokens, stats."""
-
-    def __init__(self, server: CouncilServer) -> None:
-        self.server = server
-        self.engine: CompletionEngine | None = None
-        self.inflight: dict[str, CancelToken] = {}
-        self.snippets = SnippetIndex()
-        self.history: deque[RequestStat] = deque(maxlen=_HISTORY)
-        self.counters: Counter[str] = Counter()
-        self._seq = 0
-        self._reported: set[str] = set()
-        self._tasks: set[asyncio.Future[Any]] = set()
-        self._asked = False  # an inline request arrived (the client supports it after all)
-
-    # -- configuration and warm-up ----------------------------------------------------------
-
-    def configure(self, settings: Settings) -> None:
-        """Settings listener: build a new engine when `[completion]` changed."""
-        config = settings.completion
-        if self.engine is not None and self.engine.config == config:
-            return
-        old = self.engine
-        reuse = old.backend if old is not None else None
-        backend = build_backend(config, self._lease, reuse=reuse)
-        self.engine = CompletionEngine(config, backend)
-        self._reported.clear()
-        if old is not None:
-            for token in list(self.inflight.values()):
-                token.cancel()
-            if old.backend is not backend:
-                self._spawn(old.backend.aclose())
-        if self._wanted():
-            self._warm(self.engine)
-
-    def _wanted(self) -> bool:
-        caps = self.server.client_capabilities
-        advertised = bool(caps and caps.text_document and caps.text_document.inline_completion)
-        return advertised or self._asked
-
-    def _warm(self, engine: CompletionEngine) -> None:
-        if not engine.config.enabled:
-            return
-        backend = engine.backend
-        backend.start()
-        if isinstance(backend, SpecialistBackend):
-            self._spawn(self._watch_load(engine, backend))
-
-    async def _watch_load(self, engine: CompletionEngine, backend: SpecialistBackend) -> None:
-        await backend.loaded()
-        if backend.error and engine is self.engine:
-            self._report("unavailable", backend.error, types.MessageType.Error)
-        elif backend.ready:
-            log.info("inline completions ready (%s)", backend.name)
-
-    def _current(self) -> CompletionEngine:
-        if self.engine is None:
-            self.configure(self.server.settings)
-        assert self.engine is not None
-        return self.engine
-
-    @contextlib.asynccontextmanager
-    async def _lease(self) -> AsyncIterator[Router]:
-        """The server's current router, held so a settings change cannot close it mid-call."""
-        engine = await self.server.ready_engine()
-        engine.runs += 1
-        try:
-            yield engine.router
-        finally:
-            await self.server.release(engine)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _report(
-        self, category: str, message: str, kind: types.MessageType = types.MessageType.Warning
-    ) -> None:
-        """Show the first problem of each kind once per configuration (a dead provider would
-        otherwise pop up a message per keystroke); the rest only go to the log."""
-        if category in self._reported:
-            log.info("inline completion (%s): %s", category, message)
-            return
-        self._reported.add(category)
-        self.server.window_show_message(
-            types.ShowMessageParams(type=kind, message=f"Council inline completions: {message}")
-        )
-
-    # -- requests -----------------------------------------------------------------------------
-
-    async def handle(self, params: types.InlineCompletionParams) -> types.InlineCompletionList:
-        started = time.perf_counter()
-        uri = params.text_document.uri
-        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-        token = CancelToken()
-        previous = self.inflight.get(uri)
-        if previous is not None:
-            previous.cancel()
-        self.inflight[uri] = token
-        answer: InlineAnswer | None = None
-        reason = "cancelled"
-        try:
-            if not self._asked:
-                self._asked = True
-                if self.engine is not None:
-                    self._warm(self.engine)
-            engine = self._current()
-            request = self._request(params, invoked)
-            if request is None:
-                reason = "not-python"
-                return types.InlineCompletionList(items=[])
-            answer = await engine.complete(request, token)
-            reason = answer.reason
-            if answer.error and answer.reason in ("unavailable", "error", "timeout"):
-                self._report(answer.reason, answer.error)
-            return self._result(params, answer)
-        finally:
-            token.cancel()  # a cancelled task's model work stops at the next token
-            if self.inflight.get(uri) is token:
-                del self.inflight[uri]
-            self._record(uri, invoked, reason, answer, started)
-
-    def _request(self, params: types.InlineCompletionParams, invoked: bool) -> InlineRequest | None:
-        ls = self.server
-        uri = params.text_document.uri
-        doc = ls.workspace.get_text_document(uri)
-        if not _is_python(uri, doc.language_id):
-            return None
-        try:
-            text = doc.source
-        except OSError:
-            return None
-        lines = text.splitlines(keepends=True)
-
-        def offset_of(position: types.Position) -> int:
-            at = doc.position_codec.position_from_client_units(lines, position)
-            line = min(at.line, len(lines))
-            return sum(map(len, lines[:line])) + (at.character if line < len(lines) else 0)
-
-        offset = offset_of(params.position)
-        selected = None
-        info = params.context.selected_completion_info
-        if info is not None:
-            start, end = offset_of(info.range.start), offset_of(info.range.end)
-            if start <= offset:
-                selected = Selected(start, end, info.text)
-
-        def others() -> list[OtherDocument]:
-            open_docs = ls.workspace.text_documents
-            self.snippets.retain(open_docs)
-            found = []
-            for other_uri, other in list(open_docs.items()):
-                if other_uri == uri or not _is_python(other_uri, other.language_id):
-                    continue
-                defs = self.snippets.get(other_uri, other.version, other.source)
-                if defs:
-                    label = ls.relative(other_uri) or other.filename or other_uri
-                    found.append(OtherDocument(label, defs))
-            return found
-
-        path = ls.path_of(uri)
-        return InlineRequest(
-            text=text,
-            offset=offset,
-            invoked=invoked,
-            selected=selected,
-            path=str(path) if path else None,
-            others=others,
-        )
-
-    def _result(
-        self, params: types.InlineCompletionParams, answer: InlineAnswer
-    ) -> types.InlineCompletionList:
-        if not answer.insert_text:
-            return types.InlineCompletionList(items=[])
-        start = end = params.position
-        info = params.context.selected_completion_info
-        if info is not None:
-            start = info.range.start
-            if (info.range.end.line, info.range.end.character) > (end.line, end.character):
-                end = info.range.end
-        item = types.InlineCompletionItem(
-            insert_text=answer.insert_text, range=types.Range(start=start, end=end)
-        )
-        return types.InlineCompletionList(items=[item])
-
-    def _record(
-        self,
-        uri: str,
-        invoked: bool,
-        reason: str,
-        answer: InlineAnswer | None,
-        started: float,
-    ) -> None:
-        self._seq += 1
-        self.counters["requests"] += 1
-        self.counters[reason] += 1
-        self.history.append(
-            RequestStat(
-                seq=self._seq,
-                uri=uri,
-                trigger="invoked" if invoked else "automatic",
-                reason=reason,
-                handlerMs=round((time.perf_counter() - started) * 1000, 3),
-                engineMs=round(answer.total_ms, 3) if answer else 0.0,
-                modelMs=round(answer.model_ms, 3) if answer else 0.0,
-                chars=len(answer.text) if answer else 0,
-                promptTokens=answer.details.get("prompt_tokens", 0) if answer else 0,
-                reusedTokens=answer.details.get("reused_tokens", 0) if answer else 0,
-            )
-        )
-
-    def stats(self, since: int = 0) -> dict[str, Any]:
-        engine = self.engine
-        backend = engine.backend if engine else None
-        config: CompletionConfig | None = engine.config if engine else None
-        load_s = getattr(getattr(backend, "specialist", None), "load_s", None)
-        return {
-            "backend": backend.name if backend else None,
-            "enabled": bool(config and config.enabled),
-            "ready": bool(backend and backend.ready),
-            "error": backend.error if backend else None,
-            "loadSeconds": load_s,
-            "cacheEntries": len(engine.cache) if engine else 0,
-            "counters": dict(self.counters),
-            "requests": [asdict(r) for r in self.history if r.seq > since],
-        }
 
 
 def setup(server: CouncilServer) -> None:
-    feature = InlineCompletions(server)
-    server.settings_listeners.append(feature.configure)
+    @functools.cache
+    def feature() -> InlineCompletions:
+        # Built on first use (the settings load at `initialized`, at the latest): the engine
+        # and its backends are not needed to answer `initialize`.
+        from server.inline import InlineCompletions
+
+        return InlineCompletions(server)
+
+    server.settings_listeners.append(lambda settings: feature().configure(settings))
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(
         ls: CouncilServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        return await feature.handle(params)
+        return await feature().handle(params)
 
     @server.feature(STATS_METHOD)
     def inline_stats(ls: CouncilServer, params: Any) -> dict[str, Any]:
         since = params.get("since") if isinstance(params, dict) else getattr(params, "since", 0)
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
             raise JsonRpcInvalidParams(f"{STATS_METHOD}: since must be an integer")
-        return feature.stats(since or 0)
+        return feature().stats(since or 0)
