@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint format install clean default-model vscode vscode-e2e
+.PHONY: demo test lint format install clean default-model vscode vscode-e2e sandbox-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,31 @@ $(BIN)/python:
 
 # torch (CPU) is only for the Hugging Face parity tests. pip, not uv, installs it: this
 # machine's CPU wheel of exactly 2.13.0 sits where pip looks; anything else pulls CUDA.
+# --compile-bytecode: the sandbox runs pytest with PYTHONDONTWRITEBYTECODE, so without
+# .pyc files every sandboxed run would compile pytest anew (0.15 s -> 0.32 s a run).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# bubblewrap gives the sandbox its read-only filesystem, hidden home, PID and network
+# namespaces (council/sandbox/layers.py). Debian's package, installed as root or with sudo;
+# elsewhere install it yourself. Without it the sandbox still runs, with fewer layers and
+# a warning (`council sandbox --check`), and the hostile-code tests fail.
+sandbox-deps:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then S=; elif command -v sudo >/dev/null; then S=sudo; else \
+	    echo "make: please install bubblewrap (the sandbox's OS layers)" >&2; exit 0; fi; \
+	  if ! command -v apt-get >/dev/null; then \
+	    echo "make: please install bubblewrap with your package manager" >&2; exit 0; fi; \
+	  echo "make: installing Debian's bubblewrap for the sandbox"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$S apt-get update -qq && $$S apt-get install -y -qq --no-install-recommends bubblewrap \
+	    >/dev/null; }
 
-demo: $(STAMP)
+install: $(STAMP) sandbox-deps
+
+demo: $(STAMP) sandbox-deps
 	$(BIN)/council demo
 
 # The VS Code extension: npm ci, then typecheck + bundle, eslint, unit tests, and the .vsix
@@ -42,7 +59,7 @@ vscode: $(VSCODE)/node_modules/.installed
 vscode-e2e: vscode
 	bash $(VSCODE)/scripts/setup-e2e.sh
 
-test: $(STAMP) vscode-e2e
+test: $(STAMP) sandbox-deps vscode-e2e
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

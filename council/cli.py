@@ -363,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="a self-contained tour of what works so far (no model needed)")
 
     p = sub.add_parser(
+        "sandbox",
+        help="show which OS layers contain generated code on this machine",
+        description="Probe the sandbox's layers (bubblewrap namespaces, cgroups, rlimits, ...) "
+        "and print what each stops and what happens without it. Exit status 1 when a layer "
+        "is missing.",
+    )
+    p.add_argument("--check", action="store_true", help="probe and print the layers (default)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser(
         "complete",
         help="print the inline completion at FILE:LINE:COL (1-based, as compilers print it)",
         description="Complete at a place in a file with the language server's engine and "
@@ -424,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from council.demo import run_demo
 
             return anyio.run(run_demo)
+        if args.command == "sandbox":
+            from council.sandbox.layers import print_layers
+
+            return print_layers(as_json=args.json)
         if args.command == "bench":
             return _bench(args)
         if args.command == "train":

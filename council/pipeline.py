@@ -106,14 +106,7 @@ class Council:
         self.settings = router.settings
         self.workspace = workspace
         sandbox = self.settings.sandbox
-        self.limits = limits or SandboxLimits(
-            timeout_secs=sandbox.timeout_secs,
-            cpu_secs=sandbox.cpu_secs,
-            memory_mb=sandbox.memory_mb,
-            file_size_mb=sandbox.file_size_mb,
-            max_processes=sandbox.max_processes,
-            network=sandbox.network,
-        )
+        self.limits = limits or SandboxLimits(**sandbox.model_dump(exclude={"python"}))
         self.python = python or sandbox.python
 
     # -- entry point ------------------------------------------------------------------------

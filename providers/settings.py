@@ -144,13 +144,14 @@ class CouncilConfig(_Strict):
 
 
 class SandboxConfig(_Strict):
-    """Limits for running generated code and tests (see council/sandbox.py)."""
+    """Limits for running generated code and tests (see council/sandbox/)."""
 
     timeout_secs: float = Field(30.0, gt=0)
     cpu_secs: int = Field(30, ge=1)
     memory_mb: int = Field(2048, ge=64)
     file_size_mb: int = Field(64, ge=1)
     max_processes: int = Field(32, ge=1)
+    disk_mb: int = Field(256, ge=1, description="New files per run: work dir, /tmp, /dev/shm each")
     network: bool = False
     python: str | None = Field(None, description="Interpreter with pytest; default: council's")
 

@@ -4,22 +4,20 @@
 module before any test or generated code runs, in pytest and in every Python subprocess the
 tests start (they inherit the environment). It reads the run's `COUNCIL_SANDBOX` JSON and:
 
-1. joins the run's pids cgroup (writing our own pid is the race-free way in: nothing has
-   forked yet);
-2. sets resource limits (CPU seconds, address space, file size, process count, no cores);
-3. installs an audit hook that refuses writes outside the sandbox root, network use (unless
-   allowed), and process creation beyond the run's budget. Each refusal raises
-   PermissionError in the offending code and is appended to `.council/violations.log`,
-   which the parent reports.
+1. sets resource limits (CPU seconds, address space, file size, process count, no cores);
+2. installs an audit hook that refuses writes outside the run's writable places, network use
+   (unless allowed), and process creation beyond the run's budget. Each refusal raises
+   PermissionError in the offending code and is appended to `violations.log` in the run's
+   bookkeeping directory, which the parent reports.
 
-The audit hook is a safety net against *buggy* code: it sees only what CPython audits, so
-native extensions, ctypes, or a child interpreter started with -I/-S/-E get past it. The OS
-layers the parent adds (process group, rlimits, network namespace, pids cgroup) are what
-hold regardless.
+The audit hook is the messenger, not the boundary: it sees only what CPython audits, so
+native extensions, ctypes, shells, or a child interpreter started with -I/-S/-E get past it.
+The OS layers the parent adds (bubblewrap's read-only filesystem and namespaces, cgroups,
+process group, rlimits) are what hold regardless.
 
 The same module doubles as a tiny pytest plugin (the parent passes `-p sitecustomize`):
-it streams each test's start and outcome to `.council/progress.jsonl`, so that a run
-killed on timeout still says which tests passed and which one hung.
+it streams each test's start and outcome to `progress.jsonl` in the bookkeeping directory,
+so that a run killed on timeout still says which tests passed and which one hung.
 
 PYTEST_DONT_REWRITE: this module is imported long before pytest, so pytest must not try to
 rewrite its asserts (it has none) or warn that it cannot.
@@ -46,8 +44,9 @@ _ALWAYS_WRITABLE = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
 _AF_UNIX = 1  # socket.AF_UNIX on Linux; importing socket at every start costs more
 
 _guard = _thread._local()
-_root = ""
-_root_prefix = ""
+_council = ""
+_writable: tuple[str, ...] = ()
+_writable_prefixes: tuple[str, ...] = ()
 _network = True
 _max_processes = 0
 _violations_fd: int | None = None
@@ -70,7 +69,7 @@ def _outside(path: Any, dir_fd: Any = None) -> str | None:
             base = os.getcwd()
         text = os.path.join(base, text)
     resolved = os.path.realpath(text)
-    if resolved == _root or resolved.startswith(_root_prefix):
+    if resolved in _writable or resolved.startswith(_writable_prefixes):
         return None
     return resolved
 
@@ -252,28 +251,23 @@ def _set_limits(config: dict[str, Any]) -> None:
 
 def _open_shared(name: str, flags: int) -> int | None:
     try:
-        return os.open(os.path.join(_root, ".council", name), flags | os.O_APPEND, 0o600)
+        return os.open(os.path.join(_council, name), flags | os.O_APPEND, 0o600)
     except OSError:
         return None
 
 
 def _boot() -> None:
-    global _root, _root_prefix, _network, _max_processes, _violations_fd, _spawn_fd
+    global _council, _writable, _writable_prefixes, _network, _max_processes
+    global _violations_fd, _spawn_fd
     raw = os.environ.get(_CONFIG_ENV)
     if not raw:
         return
     try:
         config = json.loads(raw)
-        cgroup_procs = config.get("cgroup_procs")
-        if cgroup_procs:
-            try:
-                with open(cgroup_procs, "w") as procs:
-                    procs.write(str(os.getpid()))
-            except OSError:
-                pass  # the parent also moves the first process; children inherit it
         _set_limits(config)
-        _root = os.path.realpath(config["root"])
-        _root_prefix = _root.rstrip("/") + "/"
+        _council = config["council"]
+        _writable = tuple(os.path.realpath(p) for p in config["writable"])
+        _writable_prefixes = tuple(p.rstrip("/") + "/" for p in _writable)
         _network = bool(config["network"])
         _max_processes = int(config["max_processes"])
         _violations_fd = _open_shared("violations.log", os.O_WRONLY | os.O_CREAT)
@@ -297,7 +291,7 @@ def _boot() -> None:
 
 def _progress(record: dict[str, Any]) -> None:
     global _progress_fd
-    if not _root:
+    if not _council:
         return
     if _progress_fd is None:
         _progress_fd = _open_shared("progress.jsonl", os.O_WRONLY | os.O_CREAT)
