@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
+
+from server.protocol import CouncilProtocol
 
 if TYPE_CHECKING:
     from providers.loading import LoadedSettings
@@ -59,27 +60,6 @@ class Engine:
     retired: bool = False
 
 
-class CouncilProtocol(LanguageServerProtocol):
-    """Passes the whole `ExecuteCommandParams` to council commands, so they can use the
-    client's `workDoneToken` (pygls' default hands a command only its arguments)."""
-
-    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
-    def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams) -> Any:
-        server = self._server
-        handler = getattr(server, "council_commands", {}).get(params.command)
-        if handler is None:
-            return (yield from super().lsp_workspace__execute_command(params))
-        result = yield handler, (params,), None
-        return result
-
-    def _handle_cancel_notification(self, msg_id: Any) -> None:
-        """`$/cancelRequest`: pygls answers RequestCancelled; we also stop the run itself."""
-        super()._handle_cancel_notification(msg_id)
-        for run in list(getattr(self._server, "runs", {}).values()):
-            if run.msg_id is not None and run.msg_id == msg_id:
-                run.scope.cancel()
-
-
 @dataclass
 class ServerState:
     workspace: Path | None = None
@@ -91,6 +71,8 @@ class ServerState:
 
 
 class CouncilServer(LanguageServer):
+    protocol: CouncilProtocol
+
     def __init__(self, *, env: dict[str, str] | None = None) -> None:
         super().__init__("slm-council", VERSION, protocol_cls=CouncilProtocol)
         self.state = ServerState()
@@ -105,6 +87,14 @@ class CouncilServer(LanguageServer):
         # Called with the new settings after every reload (the first is at `initialized`), so
         # features holding settings-dependent state (the inline completion engine) can swap it.
         self.settings_listeners: list[Callable[[Settings], None]] = []
+
+    def add_run(self, run: Run) -> None:
+        """Track a run so that cancelling its request stops it. A `$/cancelRequest` can
+        overtake the start of the command (it is read before the command's task first runs,
+        or while the command waits for the warm-up); the run is then cancelled at once."""
+        self.runs[run.session_id] = run
+        if run.msg_id is not None and not self.protocol.is_pending(run.msg_id):
+            run.scope.cancel()
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -241,9 +231,16 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_server(*, env: dict[str, str] | None = None) -> CouncilServer:
-    from server.features import code_actions, commands, documents, inline_completion, lifecycle
+    from server.features import (
+        code_actions,
+        commands,
+        debug_state,
+        documents,
+        inline_completion,
+        lifecycle,
+    )
 
     server = CouncilServer(env=env)
-    for feature in (lifecycle, documents, code_actions, commands, inline_completion):
+    for feature in (lifecycle, documents, code_actions, commands, inline_completion, debug_state):
         feature.setup(server)
     return server

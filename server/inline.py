@@ -183,13 +183,7 @@ class InlineCompletions:
             text = doc.source
         except OSError:
             return None
-        lines = text.splitlines(keepends=True)
-
-        def offset_of(position: types.Position) -> int:
-            at = doc.position_codec.position_from_client_units(lines, position)
-            line = min(at.line, len(lines))
-            return sum(map(len, lines[:line])) + (at.character if line < len(lines) else 0)
-
+        offset_of = doc.offset_at_position  # LSP lines and UTF-16 units (server.text)
         offset = offset_of(params.position)
         selected = None
         info = params.context.selected_completion_info
@@ -276,5 +270,6 @@ class InlineCompletions:
             "loadSeconds": load_s,
             "cacheEntries": len(engine.cache) if engine else 0,
             "counters": dict(self.counters),
+            "inFlight": sorted(self.inflight),  # documents with a request being answered
             "requests": [asdict(r) for r in self.history if r.seq > since],
         }

@@ -132,7 +132,7 @@ async def _run(
     session = uuid.uuid4().hex[:12]
     progress = ProgressReporter(server, params.work_done_token, title)
     scope = anyio.CancelScope()
-    server.runs[session] = Run(session, title, scope, server.protocol.msg_id, None, uri)
+    server.add_run(Run(session, title, scope, server.protocol.msg_id, None, uri))
     started = time.monotonic()
     end = "Cancelled."
     try:
@@ -357,7 +357,7 @@ async def deliberate_query(
     progress = ProgressReporter(server, params.work_done_token, "Council: Deliberate")
     session = uuid.uuid4().hex[:12]
     scope = anyio.CancelScope()
-    server.runs[session] = Run(session, "deliberate", scope, server.protocol.msg_id)
+    server.add_run(Run(session, "deliberate", scope, server.protocol.msg_id))
     try:
         with scope:
             return await _deliberate(server, args, engine, progress, session)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,20 @@ import pytest
 
 from providers.loopback import LoopbackProvider
 from providers.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _server_messages_are_valid() -> Iterator[None]:
+    """Fail a test in which `council lsp` sent a message that is not valid LSP (see
+    `tests.lsp_wire`; only tests that talk to the server import it)."""
+    wire = sys.modules.get("tests.lsp_wire")
+    if wire is not None:
+        wire.PROBLEMS.clear()
+    yield
+    wire = sys.modules.get("tests.lsp_wire")
+    if wire is not None and wire.PROBLEMS:
+        problems, wire.PROBLEMS[:] = list(wire.PROBLEMS), []
+        pytest.fail("invalid LSP messages from the server:\n" + "\n".join(problems[:10]))
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 It keeps the text of open documents, applies `workspace/applyEdit` the way an editor does
 (refusing edits made against another version), and sends the resulting `didChange`, so the
-server sees exactly what a real client would send.
+server sees exactly what a real client would send. Every message the server sends it is
+checked against lsprotocol's types (`tests.lsp_wire.watch`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Union
 from lsprotocol import types
 from pygls.uris import from_fs_path
 from pytest_lsp import ClientServerConfig, LanguageClient
+
+from tests.lsp_wire import watch
 
 
 class AttrDict(dict[str, Any]):
@@ -59,6 +62,7 @@ class Editor:
         self.refused: list[str] = []
         self.created: list[str] = []
         self.init_result: types.InitializeResult | None = None
+        watch(client.protocol)
 
         @client.feature(types.WORKSPACE_APPLY_EDIT)
         def apply_edit(

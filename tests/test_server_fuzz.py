@@ -3,24 +3,26 @@
 Messages are written as raw JSON-RPC frames to the real server's stdin: bad params, wrong
 types, unknown URIs and methods, council commands with junk arguments, huge documents,
 invalid JSON and non-object bodies. After every batch a well-formed code action request must
-get its answer, and every fuzz request must have had a proper JSON-RPC response.
+get its answer, and every request in the batch (a JSON object with a method and a string or
+integer id) must have had exactly one answer: InvalidParams for params that do not decode,
+MethodNotFound, InvalidRequest, or a result. Every message the server sent must be valid LSP
+(`tests.lsp_wire.message_problem`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import queue
-import subprocess
-import sys
-import threading
+from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.lsp_wire import RawServer
 
 METHODS = [
     "textDocument/codeAction",
@@ -35,6 +37,9 @@ METHODS = [
     "$/cancelRequest",
     "$/setTrace",
     "council/nothing",
+    "council/inlineStats",
+    "council/debugState",
+    "textDocument/inlineCompletion",
     "initialize",
 ]
 COMMANDS = [
@@ -105,84 +110,69 @@ command_params = st.fixed_dictionaries(
 )
 
 
+RAW = [
+    b"{not json",
+    b"[]",
+    b"42",
+    b'{"jsonrpc": "2.0"}',
+    b'{"jsonrpc": "1.0", "id": 1, "method": "x"}',  # answered: InvalidRequest
+    b'{"jsonrpc": "2.0", "id": 2, "method": "textDocument/codeAction"}',  # no params
+    b'{"jsonrpc": "2.0", "id": null, "method": "textDocument/codeAction"}',  # not answerable
+    b'{"jsonrpc": "2.0", "id": [3], "method": "council/debugState"}',  # not answerable
+]
+
+
 @st.composite
-def messages(draw: Any) -> bytes:
+def messages(draw: Any) -> bytes | dict[str, Any]:
+    """Raw bytes, or a message whose `"id"` (for a request) is filled in when it is sent,
+    so that every request in a run has its own id."""
     kind = draw(st.sampled_from(["request", "notification", "raw"]))
     if kind == "raw":
-        body = draw(
-            st.sampled_from(
-                [
-                    b"{not json",
-                    b"[]",
-                    b"42",
-                    b'{"jsonrpc": "2.0"}',
-                    b'{"jsonrpc": "1.0", "id": 1, "method": "x"}',
-                ]
-            )
-            | st.binary(max_size=40)
-        )
-        return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    method = draw(st.sampled_from(METHODS) | st.text(max_size=15))
+        return bytes(draw(st.sampled_from(RAW) | st.binary(max_size=40)))
+    junk_method = st.text(max_size=15).filter(lambda m: m not in ("exit", "shutdown"))
+    method = draw(st.sampled_from(METHODS) | junk_method)
     params = draw(doc_params | command_params | json_values)
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
     if kind == "request":
-        message["id"] = draw(
-            st.integers(10_000, 10**9) | st.text(min_size=1, max_size=8).map(lambda s: "fz-" + s)
-        )
-    body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        message["id"] = draw(st.sampled_from(["int", "str"]))
+    return message
 
 
-class RawServer:
-    """`council lsp` over pipes, with a reader thread collecting framed replies."""
+IDS = itertools.count(10_000)
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "council.cli", "lsp"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            cwd=root,
-        )
-        self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.everything: list[dict[str, Any]] = []
-        self.sent_requests = 0
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        out = self.proc.stdout
-        assert out is not None
-        while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    return
-                if line in (b"\r\n", b"\n"):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            if length is not None:
-                reply = json.loads(out.read(length))
-                self.everything.append(reply)
-                self.replies.put(reply)
+def _with_id(message: bytes | dict[str, Any]) -> bytes | dict[str, Any]:
+    if isinstance(message, dict) and "id" in message:
+        n = next(IDS)
+        return {**message, "id": n if message["id"] == "int" else f"fz-{n}"}
+    return message
 
-    def send(self, frame: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(frame)
-        self.proc.stdin.flush()
 
-    def request(self, msg_id: str, method: str, params: Any, timeout: float = 20) -> Any:
-        body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
-        self.send(b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode()))
-        while True:
-            reply = self.replies.get(timeout=timeout)
-            if reply.get("id") == msg_id and ("result" in reply or "error" in reply):
-                return reply
-            if "method" in reply and "id" in reply:  # a server->client request: answer null
-                body = json.dumps({"jsonrpc": "2.0", "id": reply["id"], "result": None})
-                self.send(b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode()))
+def _answerable_id(message: bytes | dict[str, Any]) -> Any:
+    """The id an answer must carry, by the same rules as JSON-RPC: a JSON object with a
+    method and an id that is a string or an integer."""
+    if isinstance(message, bytes):
+        try:
+            message = json.loads(message)
+        except ValueError:
+            return None
+    if not isinstance(message, dict) or "method" not in message:
+        return None
+    msg_id = message.get("id")
+    if isinstance(msg_id, str) or (isinstance(msg_id, int) and not isinstance(msg_id, bool)):
+        return msg_id
+    return None
+
+
+def _brief(value: Any) -> Any:
+    """A message with its long strings cut, for failure messages."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_brief(v) for v in value]
+    if isinstance(value, str | bytes) and len(value) > 60:
+        return f"{value[:30]!r}...({len(value)} long)"
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +186,8 @@ def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
             f'{r} = "dead:m"\n'
             for r in ("orchestrator", "researcher", "generator", "debugger", "tester")
         )
-        + "[router]\nmax_retries = 0\n",
+        + "[router]\nmax_retries = 0\n"
+        + '[completion]\nbackend = "dead:m"\n',
         encoding="utf-8",
     )
     env = {
@@ -206,37 +197,34 @@ def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawServer]:
         "COUNCIL_CONFIG": str(config),
     }
     server = RawServer(root, env)
-    reply = server.request(
-        "init", "initialize", {"processId": None, "rootUri": root.as_uri(), "capabilities": {}}
-    )
-    assert "result" in reply
-    server.send(_frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
-    server.root = root  # type: ignore[attr-defined]
+    assert "result" in server.initialize()
     yield server
     server.proc.kill()
     server.proc.wait()
 
 
-def _frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
 COUNTER = {"messages": 0, "batches": 0}
+EXPECTED: Counter[Any] = Counter()  # request id -> answers it must get
+SENT: dict[Any, Any] = {}  # request id -> the message, to show what went unanswered
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(messages(), min_size=60, max_size=100))
 def test_fuzzed_messages_never_take_the_server_down(
-    raw_server: RawServer, batch: list[bytes]
+    raw_server: RawServer, batch: list[bytes | dict[str, Any]]
 ) -> None:
-    for frame in batch:
-        raw_server.send(frame)
+    for message in map(_with_id, batch):
+        msg_id = _answerable_id(message)
+        if msg_id is not None:
+            EXPECTED[msg_id] += 1
+            SENT[msg_id] = message
+        raw_server.send(message)
     COUNTER["messages"] += len(batch)
     COUNTER["batches"] += 1
-    uri = (raw_server.root / "m.py").as_uri()  # type: ignore[attr-defined]
+    uri = (raw_server.root / "m.py").as_uri()
     probe_id = f"probe-{COUNTER['batches']}"
-    reply = raw_server.request(
+    EXPECTED[probe_id] += 1
+    reply = raw_server.call(
         probe_id,
         "textDocument/codeAction",
         {
@@ -248,19 +236,28 @@ def test_fuzzed_messages_never_take_the_server_down(
     assert "result" in reply, reply
     assert raw_server.proc.poll() is None
 
+    def all_answered() -> bool:
+        return all(len(raw_server.answers.get(i, ())) >= n for i, n in EXPECTED.items())
+
+    assert raw_server.wait_until(all_answered, timeout=30), [
+        f"{i}: {_brief(SENT.get(i))}"
+        for i, n in EXPECTED.items()
+        if len(raw_server.answers.get(i, ())) < n
+    ][:10]
+    answered = {i: len(a) for i, a in raw_server.answers.items() if i != "init"}
+    assert answered == dict(EXPECTED)  # exactly once: no request answered twice
+
 
 def test_fuzz_volume_and_reply_shapes(raw_server: RawServer) -> None:
     """Runs after the fuzz test (same module): it sent thousands of messages, and every reply
     the server sent was a proper JSON-RPC response, notification or request."""
     assert COUNTER["messages"] >= 2000, COUNTER
-    errors = 0
-    for reply in raw_server.everything:
-        assert reply.get("jsonrpc") == "2.0"
-        if "id" in reply and "method" not in reply:
-            assert ("result" in reply) != ("error" in reply), reply
-            if "error" in reply:
-                errors += 1
-                assert isinstance(reply["error"].get("code"), int)
-                assert isinstance(reply["error"].get("message"), str)
-    assert errors > 100  # the junk was answered with JSON-RPC errors, not silence
+    errors = Counter(
+        reply["error"]["code"]
+        for reply in raw_server.everything
+        if "id" in reply and "method" not in reply and "error" in reply
+    )
+    assert errors[-32602] > 100, errors  # undecodable params: InvalidParams, not silence
+    assert errors[-32601] > 10, errors  # unknown methods: MethodNotFound
+    assert errors[-32600] > 0, errors  # JSON-RPC 1.0: InvalidRequest
     assert raw_server.proc.poll() is None

@@ -17,9 +17,9 @@ one add what belongs to the protocol:
 - **Settings.** A change to `[completion]` builds a new engine (and backend) for the next
   request; in-flight requests of the old one are cancelled.
 - **Statistics.** `council/inlineStats` (params `{"since": seq}`, optional) returns the
-  backend's state, counters, and the last requests with their time in the handler and in
-  the model, so a client (or `council bench inline`) can tell server overhead from model
-  time.
+  backend's state, counters, the documents with a request in flight (`inFlight`), and the
+  last requests with their time in the handler and in the model, so a client (or `council
+  bench inline`) can tell server overhead from model time.
 """
 
 from __future__ import annotations
