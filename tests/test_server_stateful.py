@@ -262,7 +262,10 @@ class Editor(RuleBasedStateMachine):
         self.docs.clear()
         self.documents_match()
         prefix = self.prefix.rsplit("/", 1)[-1] + "-"
-        runs_left = lambda: [r for r in self._run_requests() if str(r).startswith(prefix)]  # noqa: E731
+
+        def runs_left() -> list[Any]:
+            return [r for r in self._run_requests() if str(r).startswith(prefix)]
+
         assert _eventually(lambda: not runs_left()), runs_left()
         mine = {i: len(a) for i, a in self.server.answers.items() if str(i).startswith(prefix)}
         assert set(mine.values()) <= {1}, mine
