@@ -11,7 +11,8 @@ decodes it in `handle_message`, where the request id is still at hand:
   looked at; one that is not JSON-RPC 2.0, names a notification (`textDocument/didChange`
   with an id), or comes after `shutdown` gets InvalidRequest (-32600);
 - a handler that raises is answered with the error (pygls does that), and a result that
-  cannot be encoded as JSON becomes an InternalError answer rather than silence;
+  cannot be encoded as JSON becomes an InternalError answer rather than silence
+  (`_send_data`, which otherwise frames messages as pygls does);
 - a notification that cannot be decoded is logged and dropped, as are a request whose id is
   neither a string nor an integer (there is nothing to address an answer to) and a body that
   is not a JSON object.
@@ -22,6 +23,8 @@ request is cancelled, and holds documents as `server.text.LspTextDocument`s.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 from collections.abc import Iterator
@@ -30,7 +33,7 @@ from typing import Any
 import attrs
 from cattrs.errors import BaseValidationError, ClassValidationError, IterableValidationNote
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 
@@ -42,6 +45,10 @@ _SHOWN_PROBLEMS = 5
 
 
 class CouncilProtocol(LanguageServerProtocol):
+    def __init__(self, server: Any, converter: Any) -> None:
+        super().__init__(server, converter)
+        self._writes: set[asyncio.Future[Any]] = set()
+
     # -- decoding: one answer per request -------------------------------------------------------
 
     def structure_message(self, data: dict[str, Any]) -> Any:
@@ -128,21 +135,48 @@ class CouncilProtocol(LanguageServerProtocol):
             )
         return None
 
-    def _send_response(
-        self, msg_id: Any, result: Any | None = None, error: types.ResponseError | None = None
-    ) -> None:
-        """pygls logs and drops an answer it cannot encode; the client still needs one."""
-        if error is None:
-            try:
-                json.dumps(result, default=self._serialize_message)
-            except Exception as exc:  # TypeError, ValueError, or whatever a default= raised
-                log.exception("the result for request %r cannot be encoded as JSON", msg_id)
-                error = types.ResponseError(
-                    code=types.ErrorCodes.InternalError,
-                    message=f"The result could not be encoded as JSON ({type(exc).__name__}); "
-                    "see the server log.",
-                )
-        super()._send_response(msg_id, result, error)
+    def _send_data(self, data: Any) -> None:
+        """pygls' `_send_data`, except that an answer whose result cannot be encoded as JSON
+        is replaced by an InternalError answer (pygls logs it and sends nothing, so the
+        client waits forever). Each message is encoded once."""
+        if not data:
+            return
+        try:
+            body = json.dumps(data, default=self._serialize_message)
+        except Exception as exc:  # TypeError, ValueError, or whatever a default= raised
+            msg_id = getattr(data, "id", None)
+            if msg_id is None or not hasattr(data, "result"):
+                log.exception("cannot encode a message: %.200r", data)
+                return
+            log.exception("the result for request %r cannot be encoded as JSON", msg_id)
+            error = types.ResponseError(
+                code=types.ErrorCodes.InternalError,
+                message=f"The result could not be encoded as JSON ({type(exc).__name__}); "
+                "see the server log.",
+            )
+            answer = types.ResponseErrorMessage(id=msg_id, error=error)
+            body = json.dumps(self._converter.unstructure(answer))
+        if self.writer is None:
+            log.error("Unable to send data, no available transport!")
+            return
+        header = ""
+        if self._include_headers:
+            header = (
+                f"Content-Length: {len(body)}\r\n"  # json.dumps writes ASCII: chars = bytes
+                f"Content-Type: {self.CONTENT_TYPE}; charset={self.CHARSET}\r\n\r\n"
+            )
+        try:
+            written = self.writer.write((header + body).encode(self.CHARSET))
+            if inspect.isawaitable(written):  # an asynchronous transport (TCP, websocket)
+                task = asyncio.ensure_future(written)
+                self._writes.add(task)
+                task.add_done_callback(self._writes.discard)
+        except BrokenPipeError:
+            log.exception("Error sending data. BrokenPipeError")
+            raise
+        except Exception as error:
+            log.exception("Error sending data")
+            self._server._report_server_error(error, JsonRpcInternalError)
 
     # -- council behaviour ----------------------------------------------------------------------
 
