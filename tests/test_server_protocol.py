@@ -4,7 +4,9 @@ Undecodable params are InvalidParams naming the field; unknown methods are Metho
 JSON-RPC 1.0, a notification sent with an id, and anything after `shutdown` are
 InvalidRequest; a notification that cannot be decoded is dropped and the server carries on.
 The last tests drive `CouncilProtocol` and `LspTextDocument` directly for what a client
-cannot provoke: a result that cannot be encoded, and document edits pygls gets wrong.
+cannot provoke: a result that cannot be encoded, and document edits pygls gets wrong; and
+they show that the check applied to every server message in the stdio tests
+(`tests.lsp_wire.message_problem`) rejects malformed ones.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lsprotocol import types
 
 from server.app import build_server
 from server.text import LspTextDocument
-from tests.lsp_wire import RawServer
+from tests.lsp_wire import RawServer, message_problem
 
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32600, -32601, -32602, -32603
 ZERO = {"line": 0, "character": 0}
@@ -222,3 +224,38 @@ def test_incremental_edits_land_where_lsp_says(
     text: str, start: tuple[int, int], end: tuple[int, int], new: str, expected: str
 ) -> None:
     assert _edit(text, start, end, new) == expected
+
+
+# -- the check every server message goes through in the stdio tests ----------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"jsonrpc": "2.0", "method": "window/showMessage", "params": {"message": "no type"}},
+        {"jsonrpc": "2.0", "method": "window/showMessage", "params": {"type": 1, "message": 5}},
+        {
+            "jsonrpc": "2.0",
+            "method": "window/showMessage",
+            "params": {"type": 1, "message": "m", "extra": True},
+        },
+        {
+            "jsonrpc": "2.0",
+            "method": "$/progress",
+            "params": {"token": "t", "value": {"kind": "begin"}},  # a begin needs a title
+        },
+        {"jsonrpc": "2.0", "method": "council/unknownNotification", "params": {}},
+        {"jsonrpc": "2.0", "id": 1, "result": None, "error": {"code": 1, "message": "m"}},
+    ],
+)
+def test_the_wire_check_rejects_malformed_messages(message: dict[str, Any]) -> None:
+    assert message_problem(message) is not None
+
+
+def test_the_wire_check_accepts_what_lsp_allows() -> None:
+    show = {"jsonrpc": "2.0", "method": "window/showMessage", "params": {"type": 2, "message": "m"}}
+    assert message_problem(show) is None
+    actions = {"jsonrpc": "2.0", "id": 3, "result": [{"title": "t", "command": "c"}]}
+    assert message_problem(actions, types.CodeActionResponse) is None
+    wrong = {"jsonrpc": "2.0", "id": 3, "result": [{"title": 5}]}
+    assert message_problem(wrong, types.CodeActionResponse) is not None
