@@ -78,6 +78,7 @@ class CouncilServer(LanguageServer):
         self.state = ServerState()
         self.council_commands: dict[str, Any] = {}
         self.runs: dict[str, Run] = {}
+        self.sandbox_checked = False  # missing sandbox layers are shown once (server/runs.py)
         self.council_diagnostics: dict[str, Any] = {}  # uri -> diagnostics.Published
         self._env = env
         self._engine: Engine | None = None

@@ -142,6 +142,7 @@ async def _run(
             events = Events()
             events.subscribe(progress.on_event)
             council = Council(engine.router, workspace=server.state.workspace)
+            await _warn_missing_sandbox_layers(server)
             result = await council.run(request, events=events, session_id=session)
             if result.status == "failed":
                 _show(server, types.MessageType.Error, f"{title} failed: {result.summary}")
@@ -166,6 +167,27 @@ async def _run(
         progress.end(end[:300])
         server.runs.pop(session, None)
         await server.release(engine)
+
+
+async def _warn_missing_sandbox_layers(server: CouncilServer) -> None:
+    """Once per server: tell the user which OS layers the sandbox lacks here, and the cost.
+
+    A log line alone would go unseen; generated code is about to run on their machine.
+    """
+    if server.sandbox_checked:
+        return
+    server.sandbox_checked = True
+    from council.sandbox.layers import check_layers
+
+    missing = [layer for layer in await anyio.to_thread.run_sync(check_layers) if not layer.active]
+    if missing:
+        lost = "; ".join(f"{layer.name}: {layer.without}" for layer in missing)
+        _show(
+            server,
+            types.MessageType.Warning,
+            f"The council's sandbox runs without {len(missing)} OS layer(s) on this machine "
+            f"({lost}). Run `council sandbox --check` for details.",
+        )
 
 
 def _show(server: CouncilServer, kind: types.MessageType, message: str) -> None:

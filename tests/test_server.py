@@ -456,3 +456,30 @@ async def test_bad_command_arguments_are_invalid_params(editor: Editor) -> None:
         )
     providers = await editor.command("council.providers", {})
     assert providers[0]["provider"] == "lb" and providers[0]["reachable"] is True
+
+
+async def test_missing_sandbox_layers_are_shown_once(
+    tmp_path: Path, workspace: Path, server: LoopbackProvider
+) -> None:
+    """Without bwrap on PATH the runs still work, and the editor is told once what is lost."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/bin", "/bin"):
+        for name in os.listdir(folder):
+            if name != "bwrap" and not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to(Path(folder) / name)
+    config = tmp_path / "council.toml"
+    write_config(config, server.base_url)
+    env = {**server_env(tmp_path, config), "PATH": str(bin_dir)}
+    ed = await start_editor(workspace, env)
+    try:
+        uri = ed.open("mathx.py")
+        for _ in range(2):
+            script_generate(server)
+            result = await ed.command("council.generate", {"uri": uri, "symbol": "add"})
+            assert result.status == "approved", result
+        warnings = [m.message for m in ed.client.messages if "sandbox" in m.message]
+        assert len(warnings) == 1, warnings
+        assert "fs-readonly" in warnings[0] and "council sandbox --check" in warnings[0]
+    finally:
+        await ed.client.shutdown_session()
