@@ -218,6 +218,13 @@ class CompletionConfig(_Strict):
         128, ge=1, le=4096, description="Output cap for multi-line answers."
     )
     max_lines: int = Field(8, ge=1, le=200, description="Lines in a multi-line answer.")
+    max_latency_ms: int = Field(
+        250,
+        ge=10,
+        le=60_000,
+        description="Decoding budget of one request (the specialist): at the limit the "
+        "answer keeps its last complete line.",
+    )
     snippets: bool = Field(True, description="Add imports and signatures from open documents.")
     snippet_tokens: int = Field(96, ge=0, le=4096, description="Snippets' share of the budget.")
     temperature: float = Field(0.0, ge=0, le=2)

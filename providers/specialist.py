@@ -124,6 +124,8 @@ class Specialist:
         stop: Sequence[str] = (),
         temperature: float = 0.0,
         cancelled: Callable[[], bool] | None = None,
+        stop_when: Callable[[str], bool] | None = None,
+        deadline: float | None = None,
     ) -> InfillResult:
         """Fill in between ``prefix`` and ``suffix`` (blocking)."""
         if not self.ready:
@@ -138,7 +140,11 @@ class Specialist:
             if len(ids) > budget:  # caller budgets in tokens already; this is the backstop
                 ids = _fit(self._tokenizer, prefix, suffix, budget)
             params = SamplingParams(
-                max_new_tokens=max_tokens, temperature=temperature, stop=tuple(stop)
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                stop=tuple(stop),
+                stop_when=stop_when,
+                deadline=deadline,
             )
             out = gen.generate([ids], params, cancelled=cancelled, heal=True)[0]
         return InfillResult(

@@ -584,3 +584,97 @@ def test_council_complete_with_the_specialist(tmp_path: Path, echo_model: Path) 
     broken.write_text(f'[completion]\nmodel_path = "{tmp_path / "nope"}"\n', encoding="utf-8")
     failed = _cli([f"{source}:1:11"], broken, tmp_path)
     assert failed.returncode == 1 and "is not a model directory" in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("prefix", "text", "final"),
+    [
+        ("def f(x):\n    ", "return x", False),  # the line may go on
+        ("def f(x):\n    ", "return x\n", False),  # an indented line may follow
+        ("def f(x):\n    ", "return x\n\n", True),  # a blank line ends the block
+        ("def f(x):\n    ", "return x\ndef", True),  # a dedent ends it
+        ("def f(x):\n    ", "return x\n  ", False),  # indentation still growing
+        ("def f(x):\n    ", "y = 1\n    return y\n", False),
+        ("x = ", "1\n", True),  # single-line mode: the first line is all
+        ("x = ", "1", False),
+    ],
+)
+def test_settled_says_when_post_processing_has_cut_for_good(prefix, text, final):
+    cursor = pp.Cursor.at(prefix, "\n")
+    mode = pp.choose_mode(cursor, invoked=False)
+    assert pp.settled(text, cursor, mode, max_lines=8) is final
+    if final:  # whatever the model adds, the answer is the same
+        for more in ("\n", "z", "        z", "\n    more()"):
+            assert pp.finish(text + more, cursor, mode=mode, max_lines=8) == pp.finish(
+                text, cursor, mode=mode, max_lines=8
+            )
+
+
+def test_settled_after_max_lines():
+    cursor = pp.Cursor.at("def f(x):\n    ", "\n")
+    text = "a = 1\n    b = 2\n"
+    assert not pp.settled(text[:-1], cursor, "multi", max_lines=2)
+    assert pp.settled(text, cursor, "multi", max_lines=2)
+    assert pp.last_complete_line("a = 1\n    b = 2\n    c =") == "a = 1\n    b = 2"
+    assert pp.last_complete_line("partial") == ""
+
+
+class _TypingBackend:
+    """A backend that 'decodes' a fixed answer one character per millisecond and honours
+    `settled` and `deadline` as the specialist does (the engine is what is under test)."""
+
+    name = "typist"
+    ready = True
+    error = None
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.emitted = 0
+
+    def start(self) -> None:
+        pass
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 3)
+
+    def prompt_budget(self, configured: int, max_new_tokens: int) -> int:
+        return configured
+
+    async def infill(self, prefix, suffix, *, settled=None, deadline=None, **_):
+        from council.completion.backends import ModelAnswer
+
+        text, reason = "", "length"
+        for ch in self.answer:
+            if deadline is not None and time.perf_counter() >= deadline:
+                reason = "deadline"
+                break
+            text += ch
+            await asyncio.sleep(0.001)
+            if settled is not None and settled(text):
+                reason = "stop"
+                break
+        self.emitted = len(text)
+        return ModelAnswer(text, 0.0, reason, "typist")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_decoding_stops_where_post_processing_cuts_and_within_the_budget():
+    body = "total = a + b\n    return total\n\ndef other():\n    pass\n" + "# noise\n" * 40
+    prefix, suffix = "def add(a, b):\n    ", "\n"
+    request = InlineRequest(text=prefix + suffix, offset=len(prefix), invoked=False)
+    backend = _TypingBackend(body)
+    engine = CompletionEngine(CompletionConfig(max_latency_ms=60_000), backend)
+    answer = await engine.complete(request, CancelToken())
+    assert answer.text == "total = a + b\n    return total"
+    assert answer.finish_reason == "stop"
+    assert backend.emitted == len("total = a + b\n    return total\n\n")  # not the whole body
+    slow = _TypingBackend("total = a + b\n    return total + " + "x" * 10_000)
+    engine = CompletionEngine(CompletionConfig(max_latency_ms=200), slow)
+    started = time.perf_counter()
+    answer = await engine.complete(request, CancelToken())
+    assert time.perf_counter() - started < 2.0
+    assert answer.finish_reason == "deadline"
+    assert answer.text == "total = a + b"  # the last complete line, not the partial one

@@ -187,3 +187,25 @@ def test_prefill_near_the_end_of_the_cache_keeps_bucket_shapes(model, tokenizer)
     assert gen._prefill._cache_size() <= 2  # only the 8 and 32 buckets were ever compiled
     fresh = Generator(model, tokenizer, chunk_buckets=(8, 32), cache_buckets=(128,))
     assert out.token_ids == fresh.generate([longer], SamplingParams(max_new_tokens=3))[0].token_ids
+
+
+def test_stop_when_and_deadline_end_decoding_early(model, tokenizer):
+    import time
+
+    gen = Generator(model, tokenizer, chunk_buckets=(16,), cache_buckets=(128,))
+    ids = tokenizer.encode("def sub(a, b):\n")
+    full = gen.generate([ids], SamplingParams(max_new_tokens=40))[0]
+    if len(full.token_ids) < 4:
+        pytest.skip("the random model ended at once; nothing to stop early")
+    seen: list[str] = []
+
+    def enough(text: str) -> bool:
+        seen.append(text)
+        return len(seen) >= 3
+
+    early = gen.generate([ids], SamplingParams(max_new_tokens=40, stop_when=enough))[0]
+    assert early.finish_reason == "stop" and len(early.token_ids) == 3
+    assert early.token_ids == full.token_ids[:3]
+    assert seen == [tokenizer.decode(full.token_ids[: n + 1]) for n in range(3)]
+    late = gen.generate([ids], SamplingParams(max_new_tokens=40, deadline=time.perf_counter()))[0]
+    assert late.finish_reason == "deadline" and len(late.token_ids) == 1  # from the prefill

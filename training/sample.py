@@ -45,6 +45,11 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()  # cut the text before the first of these
     seed: int = 0
+    # Stop as soon as this says the text so far is final (the caller's post-processing
+    # would cut the rest anyway); finish_reason "stop".
+    stop_when: Callable[[str], bool] | None = None
+    # time.perf_counter() after which no more tokens are decoded; finish_reason "deadline"
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -59,7 +64,8 @@ class SamplingParams:
 class Completion:
     text: str
     token_ids: list[int]
-    finish_reason: str  # "stop" (sequence or end token), "length", "context" or "cancelled"
+    finish_reason: str  # "stop" (sequence, end token or stop_when), "length", "context",
+    #                     "deadline" or "cancelled"
     prompt_tokens: int
     reused_tokens: int = 0  # prompt tokens served from the cache of the previous call
     timings: dict[str, float] = field(default_factory=dict)
@@ -327,16 +333,19 @@ class Generator:
                     continue
                 out[b].append(tid)
                 texts[b] = self.tokenizer.decode(out[b])[len(healed) :]
-                if params.stop and _find_stop(texts[b], params.stop) is not None:
+                if (params.stop and _find_stop(texts[b], params.stop) is not None) or (
+                    params.stop_when is not None and params.stop_when(texts[b])
+                ):
                     done[b], reasons[b] = True, "stop"
                 elif len(out[b]) >= params.max_new_tokens:
                     done[b] = True
             if all(done):
                 break
-            if cancelled is not None and cancelled():
+            late = params.deadline is not None and time.perf_counter() >= params.deadline
+            if late or (cancelled is not None and cancelled()):
                 for b in range(batch):
                     if not done[b]:
-                        reasons[b] = "cancelled"
+                        reasons[b] = "deadline" if late else "cancelled"
                 break
             if pos >= length:
                 for b in range(batch):

@@ -109,7 +109,12 @@ class Backend(Protocol):
         temperature: float,
         cancel: CancelToken,
         path: str | None = None,
-    ) -> ModelAnswer: ...
+        settled: Callable[[str], bool] | None = None,
+        deadline: float | None = None,
+    ) -> ModelAnswer:
+        """`settled(text)` True: post-processing has cut the text for good, stop decoding.
+        `deadline` (time.perf_counter()): decode no more tokens after it (finish_reason
+        "deadline"). Both are hints a backend that cannot stop early may ignore."""
 
     async def aclose(self) -> None: ...
 
@@ -246,6 +251,8 @@ class SpecialistBackend:
         temperature: float,
         cancel: CancelToken,
         path: str | None = None,
+        settled: Callable[[str], bool] | None = None,
+        deadline: float | None = None,
     ) -> ModelAnswer:
         if not self.ready:
             raise BackendUnavailable(self._error or "the specialist is still loading")
@@ -263,6 +270,8 @@ class SpecialistBackend:
                 stop=tuple(stop),
                 temperature=temperature,
                 cancelled=lambda: cancel.cancelled,
+                stop_when=settled,
+                deadline=deadline,
             )
             elapsed = time.perf_counter() - started
             return ModelAnswer(
@@ -335,7 +344,11 @@ class RouterBackend:
         temperature: float,
         cancel: CancelToken,
         path: str | None = None,
+        settled: Callable[[str], bool] | None = None,
+        deadline: float | None = None,
     ) -> ModelAnswer:
+        # A provider answers whole (no stream): `settled` and `deadline` cannot stop it
+        # early; its time is bounded by completion.timeout_secs instead.
         fmt = self.raw_format
         stops = list(stop)
         if fmt is not None:  # the family's end token first: the list may be cut to four

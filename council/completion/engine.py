@@ -101,6 +101,7 @@ class CompletionEngine:
 
     async def _complete(self, request: InlineRequest, cancel: CancelToken) -> InlineAnswer:
         cfg, backend = self.config, self.backend
+        started = time.perf_counter()  # the latency budget counts from here
 
         def empty(reason: str, **more: Any) -> InlineAnswer:
             return InlineAnswer("", reason, backend.name, **more)
@@ -149,6 +150,7 @@ class CompletionEngine:
         stops = ["\n"] if mode == "single" else ["\n\n"]
         if mode == "multi" and pp.block_floor(cursor) > 0:
             stops += _TOP_LEVEL_STOPS
+        max_lines = cfg.max_lines if mode == "multi" else 1
         try:
             raw = await _race(
                 backend.infill(
@@ -159,6 +161,8 @@ class CompletionEngine:
                     temperature=cfg.temperature,
                     cancel=cancel,
                     path=request.path,
+                    settled=lambda text: pp.settled(text, cursor, mode, max_lines),
+                    deadline=started + cfg.max_latency_ms / 1000,
                 ),
                 cancel,
                 cfg.timeout_secs,
@@ -177,12 +181,15 @@ class CompletionEngine:
             return empty("error", mode=mode, error=f"{type(exc).__name__}: {exc}")
         if raw.finish_reason == "cancelled" or cancel.cancelled:
             return empty("superseded", mode=mode, model_ms=raw.model_s * 1000)
+        text = raw.text
+        if raw.finish_reason == "deadline":  # out of time: only whole lines are trusted
+            text = pp.last_complete_line(text)
         suggestion = pp.finish(
-            raw.text,
+            text,
             cursor,
             mode=mode,
-            max_lines=cfg.max_lines if mode == "multi" else 1,
-            truncated=raw.finish_reason == "length",
+            max_lines=max_lines,
+            truncated=raw.finish_reason in ("length", "deadline"),
         )
         self.cache.put(Key.of(scope, prefix, suffix), suggestion)
         return InlineAnswer(

@@ -132,6 +132,31 @@ def limit_lines(text: str, cursor: Cursor, mode: Mode, max_lines: int) -> str:
     return "\n".join(kept)
 
 
+def settled(text: str, cursor: Cursor, mode: Mode, max_lines: int) -> bool:
+    """Whether `limit_lines` has already cut `text` for good: more tokens cannot change it.
+
+    The decoder stops here instead of running to its token cap (the rest would be thrown
+    away). A cut is final when it stands whatever comes next: the text is probed with a
+    newline, a dedented character and an indented one appended, and each must keep the
+    same, shorter answer.
+    """
+    if mode == "single":
+        return "\n" in text
+    kept = limit_lines(text, cursor, mode, max_lines)
+    if len(kept) >= len(text.rstrip(" \t")):
+        return False
+    deeper = " " * (block_floor(cursor) + 4) + "x"
+    return all(
+        limit_lines(text + probe, cursor, mode, max_lines) == kept for probe in ("\n", "x", deeper)
+    )
+
+
+def last_complete_line(text: str) -> str:
+    """What a decode stopped by the latency budget may show: its complete lines only."""
+    cut = text.rfind("\n")
+    return text[:cut] if cut >= 0 else ""
+
+
 def _is_ident(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 

@@ -82,7 +82,7 @@ local function validate(opts)
     vim.validate("settings.completion.fim_format", comp.fim_format, function(v)
       return v == nil or vim.tbl_contains({ "auto", "suffix", "starcoder", "qwen", "deepseek", "codellama" }, v)
     end, "auto|suffix|starcoder|qwen|deepseek|codellama")
-    for _, k in ipairs({ "max_context_tokens", "max_tokens", "max_tokens_multiline", "max_lines", "snippet_tokens", "temperature", "timeout_secs" }) do
+    for _, k in ipairs({ "max_context_tokens", "max_tokens", "max_tokens_multiline", "max_lines", "max_latency_ms", "snippet_tokens", "temperature", "timeout_secs" }) do
       vim.validate("settings.completion." .. k, comp[k], "number", true)
     end
     vim.validate("settings.completion.snippets", comp.snippets, "boolean", true)
