@@ -136,6 +136,7 @@ async def _tour() -> int:
         finally:
             await close_all(providers)
     await pipeline_demo()
+    await offline_demo()
     print("\nNext: copy examples/config/ollama.toml to council.toml and run `council providers`,")
     print('then `council run "..." --mode generate --file F --symbol NAME`.')
     return 0
@@ -214,6 +215,68 @@ async def pipeline_demo() -> None:
                     query="Write mean(xs).",
                     mode="generate",
                     context=RequestContext(file_path="mathx.py", symbol="mean"),
+                ),
+                events=events,
+            )
+        finally:
+            printer.stop()
+            await close_all(providers)
+        print_result(console, result)
+
+
+OFFLINE_STUB = '''\
+def clamp(x: int, low: int, high: int) -> int:
+    """Limit x to the range [low, high].
+
+    >>> clamp(5, 0, 3)
+    3
+    >>> clamp(-2, 0, 3)
+    0
+    """
+    pass
+'''
+
+
+async def offline_demo() -> None:
+    """Local council mode with no model server at all: the shipped specialist (in process)
+    samples candidate bodies, the docstring's examples are run against each in the sandbox,
+    and the best is kept; it is approved only if it passes them."""
+    from rich.console import Console
+
+    from council.events import Events
+    from council.pipeline import Council
+    from council.render import ProgressPrinter, print_result
+    from council.schemas import CouncilRequest, RequestContext
+
+    roles = ("orchestrator", "researcher", "generator", "debugger", "tester")
+    with tempfile.TemporaryDirectory() as tmp:
+        dead = _free_port()
+        settings = load_settings(
+            None,
+            env={},
+            home=Path(tmp) / "none",
+            overrides={
+                "providers": {"offline": {"base_url": f"http://127.0.0.1:{dead}/v1"}},
+                "roles": {r: "offline:none" for r in roles},
+                "router": {"max_retries": 0},
+                "council": {"local_candidates": 4},
+            },
+        ).settings
+        providers = build_providers(settings, env={})
+        router = Router(settings, providers)
+        _say("offline: no model server, the shipped specialist fills a stub (local council mode)")
+        console = Console()
+        events = Events()
+        printer = ProgressPrinter(console)
+        events.subscribe(printer)
+        try:
+            result = await Council(router, workspace=Path(tmp)).run(
+                CouncilRequest(
+                    query="Implement clamp.",
+                    mode="generate",
+                    context=RequestContext(
+                        file_path="ranges.py", file_text=OFFLINE_STUB, symbol="clamp"
+                    ),
                 ),
                 events=events,
             )

@@ -1,7 +1,7 @@
 """Local council mode: the council, honestly degraded, when no chat model is reachable.
 
-- Generator: a completion model (the `[completion] backend`, any FIM-capable provider; the
-  in-process specialist once the training package ships it) samples several candidate
+- Generator: the completion model (the `[completion] backend`: the in-process specialist,
+  the shipped model by default, or any FIM-capable provider) samples several candidate
   bodies for the stub, by fill-in-the-middle.
 - Tester: the examples and asserts in the docstring, plus the workspace's existing tests
   that use the symbol, really executed in the sandbox against every candidate.
@@ -247,40 +247,37 @@ async def _generate_mode(job: _Job) -> None:
         return
     prefix, suffix, indent = split
     tier = completion_tier(router)
-    if tier is None:
-        result.summary = (
-            f"{LOCAL_NOTE}, and no completion model is configured: set "
-            '[completion] backend = "ollama:qwen2.5-coder:1.5b" (any FIM-capable '
-            "provider). The built-in specialist arrives with the training package."
-        )
-        return
     count = router.settings.council.local_candidates
+    source = tier.target if tier is not None else "the built-in specialist"
     emit(
         "stage_started",
         stage="generate",
         role="generator",
         percent=20,
-        detail=f"sampling {count} candidates from {tier.target}",
+        detail=f"sampling {count} candidates from {source}",
     )
     bodies: list[str | None] = [None] * count
+    if tier is None:  # completion.backend = "specialist": the in-process model
+        await _sample_specialist(job, prefix, suffix, indent, bodies)
+    else:
 
-    async def sample(i: int) -> None:
-        req = CompletionRequest(
-            prompt=prefix,
-            suffix=suffix,
-            max_tokens=256,
-            temperature=0.2 if i == 0 else 0.8,
-            stop=("\ndef ", "\nclass "),
-        )
-        try:
-            routed = await router.complete("generator", req, run=ledger, tiers=[tier])
-            bodies[i] = trim_body(routed.result.text, indent)
-        except ProviderError as exc:
-            result.errors.append(f"candidate {i + 1}: {exc}")
+        async def sample(i: int) -> None:
+            req = CompletionRequest(
+                prompt=prefix,
+                suffix=suffix,
+                max_tokens=_BODY_TOKENS,
+                temperature=_temperature(i),
+                stop=_BODY_STOPS,
+            )
+            try:
+                routed = await router.complete("generator", req, run=ledger, tiers=[tier])
+                bodies[i] = trim_body(routed.result.text, indent)
+            except ProviderError as exc:
+                result.errors.append(f"candidate {i + 1}: {exc}")
 
-    async with anyio.create_task_group() as group:
-        for i in range(count):
-            group.start_soon(sample, i)
+        async with anyio.create_task_group() as group:
+            for i in range(count):
+                group.start_soon(sample, i)
     candidates = [
         Candidate(i, b, prefix + b.lstrip() + suffix, analyse(prefix + b.lstrip() + suffix))
         for i, b in enumerate(bodies)
@@ -310,7 +307,7 @@ async def _generate_mode(job: _Job) -> None:
     emit("stage_finished", stage="review", role="tester", percent=90)
     result.code = CodeBundle(
         files=[CodeFile(path=path, content=best.text)],
-        explanation=f"Candidate {best.index + 1} of {count} from {tier.target}",
+        explanation=f"Candidate {best.index + 1} of {count} from {source}",
         assumptions=[],
     )
     result.static_findings = _static(path, best.findings)
@@ -320,11 +317,56 @@ async def _generate_mode(job: _Job) -> None:
     clean = not any(f.severity == "error" for f in best.findings)
     result.status = "approved" if (ex is not None and ex.ok and clean) else "best_effort"
     evidence = ex.summary() if ex else "no docstring examples or existing tests to run"
+    verdict = ""
+    if ex is not None and not ex.ok:
+        verdict = " None of them passes the docstring examples and tests, so it is not approved."
     result.summary = (
-        f"{LOCAL_NOTE}. Sampled {len(candidates)} candidates from {tier.target}; "
+        f"{LOCAL_NOTE}. Sampled {len(candidates)} candidates from {source}; "
         f"picked candidate {best.index + 1}: tests {evidence}; "
-        f"{len(best.findings)} static findings."
+        f"{len(best.findings)} static findings.{verdict}"
     )
+
+
+_BODY_TOKENS = 160
+_BODY_STOPS = ("\ndef ", "\nclass ")
+
+
+def _temperature(i: int) -> float:
+    """The first candidate near-greedy, the rest diverse."""
+    return 0.2 if i == 0 else 0.8
+
+
+async def _sample_specialist(
+    job: _Job, prefix: str, suffix: str, indent: str, bodies: list[str | None]
+) -> None:
+    """Candidates from the in-process specialist (the shipped model unless
+    completion.model_path says otherwise), one at a time in a worker thread.
+
+    The instance is shared with inline completions when the server has loaded it.
+    """
+    from providers.specialist import SpecialistUnavailable, any_loaded, shared
+
+    config = job.router.settings.completion
+    model = any_loaded(config.model_path) or shared(
+        config.model_path, max_context_tokens=config.max_context_tokens + _BODY_TOKENS + 3
+    )
+    try:
+        await anyio.to_thread.run_sync(model.ensure_loaded)
+    except SpecialistUnavailable as exc:
+        job.result.errors.append(str(exc))
+        return
+    for i in range(len(bodies)):
+        out = await anyio.to_thread.run_sync(
+            lambda i=i: model.infill(
+                prefix,
+                suffix,
+                max_tokens=_BODY_TOKENS,
+                stop=_BODY_STOPS,
+                temperature=_temperature(i),
+                seed=i,
+            )
+        )
+        bodies[i] = trim_body(out.text, indent)
 
 
 def _report(tests: dict[str, str], ex: ExecutionResult | None) -> TestReport:

@@ -43,6 +43,32 @@ class SpecialistUnavailable(RuntimeError):
     """The model could not be loaded; the message says why and what to configure."""
 
 
+_shared: dict[tuple[Path, int], Specialist] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(model_path: Path | str | None, *, max_context_tokens: int) -> Specialist:
+    """The process's one instance for this model and context, created on first use.
+
+    Inline completions and local council mode both sample from the specialist; sharing
+    the instance means one copy of the weights and one set of compiled buckets.
+    """
+    path = Path(model_path).expanduser() if model_path else DEFAULT_MODEL_DIR
+    with _shared_lock:
+        key = (path, max_context_tokens)
+        if key not in _shared:
+            _shared[key] = Specialist(path, max_context_tokens=max_context_tokens)
+        return _shared[key]
+
+
+def any_loaded(model_path: Path | str | None) -> Specialist | None:
+    """A ready instance of this model, whatever its context (for local mode)."""
+    path = Path(model_path).expanduser() if model_path else DEFAULT_MODEL_DIR
+    with _shared_lock:
+        ready = [s for (p, _), s in _shared.items() if p == path and s.ready]
+    return max(ready, key=lambda s: s.context_tokens) if ready else None
+
+
 class Specialist:
     """Load once, then answer FIM requests; thread-safe, one inference at a time."""
 
@@ -60,6 +86,7 @@ class Specialist:
         self.error: str | None = None
         self.load_s: float | None = None
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._gen: Any = None
         self._tokenizer: Any = None
 
@@ -73,6 +100,15 @@ class Specialist:
     @property
     def name(self) -> str:
         return f"specialist:{self.model_path.name}"
+
+    def ensure_loaded(self) -> None:
+        """Load unless loaded; concurrent callers wait for the one load (blocking)."""
+        with self._load_lock:
+            if self.ready:
+                return
+            if self.error:
+                raise SpecialistUnavailable(self.error)
+            self.load()
 
     def load(self) -> None:
         """Import JAX, load the model and compile every bucket (blocking; call in a thread)."""
@@ -126,6 +162,7 @@ class Specialist:
         cancelled: Callable[[], bool] | None = None,
         stop_when: Callable[[str], bool] | None = None,
         deadline: float | None = None,
+        seed: int = 0,
     ) -> InfillResult:
         """Fill in between ``prefix`` and ``suffix`` (blocking)."""
         if not self.ready:
@@ -145,6 +182,7 @@ class Specialist:
                 stop=tuple(stop),
                 stop_when=stop_when,
                 deadline=deadline,
+                seed=seed,
             )
             out = gen.generate([ids], params, cancelled=cancelled, heal=True)[0]
         return InfillResult(

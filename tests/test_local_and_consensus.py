@@ -101,19 +101,21 @@ async def test_local_mode_samples_candidates_and_picks_the_one_that_passes(
     assert len(suffixes) == 3 and all(s and s.startswith("\n\n\ndef other") for s in suffixes)
 
 
-async def test_local_mode_without_a_completion_model_says_what_to_configure(
-    tmp_path: Path, closed_port: int
-) -> None:
+def _dead_council(closed_port: int, **more: Any) -> Router:
     settings = settings_for(
         providers={"dead": {"base_url": f"http://127.0.0.1:{closed_port}/v1"}},
         roles={
             r: "dead:m" for r in ("orchestrator", "researcher", "generator", "debugger", "tester")
         },
         router={"max_retries": 0},
+        **more,
     )
-    router = Router(settings, build_providers(settings, env={}))
+    return Router(settings, build_providers(settings, env={}))
+
+
+async def _generate_offline(router: Router, tmp_path: Path) -> Any:
     try:
-        result = await Council(router, workspace=tmp_path).run(
+        return await Council(router, workspace=tmp_path).run(
             CouncilRequest(
                 query="implement add",
                 mode="generate",
@@ -122,8 +124,36 @@ async def test_local_mode_without_a_completion_model_says_what_to_configure(
         )
     finally:
         await close_all(router.providers)
+
+
+@pytest.mark.slow
+async def test_local_mode_samples_the_shipped_specialist_offline(
+    tmp_path: Path, closed_port: int
+) -> None:
+    """No chat model, default completion backend: the shipped model writes the candidates;
+    each is run against the docstring's examples, and one that fails them is not approved."""
+    router = _dead_council(closed_port, council={"local_candidates": 2})
+    result = await _generate_offline(router, tmp_path)
+    assert result.council_mode == "local"
+    assert "the built-in specialist" in result.summary, result.summary
+    assert result.code is not None and "def other" in result.code.files[0].content
+    execution = result.test_report.execution
+    assert execution is not None and execution.passed + execution.failed + execution.errors == 2
+    if execution.ok:
+        assert result.status == "approved"
+    else:
+        assert result.status == "best_effort"
+        assert "not approved" in result.summary
+
+
+async def test_local_mode_with_a_missing_specialist_says_what_to_configure(
+    tmp_path: Path, closed_port: int
+) -> None:
+    router = _dead_council(closed_port, completion={"model_path": str(tmp_path / "nope")})
+    result = await _generate_offline(router, tmp_path)
     assert result.council_mode == "local" and result.status == "failed"
-    assert "[completion] backend" in result.summary
+    assert any("model_path" in e for e in result.errors), result.errors
+    assert "no usable candidate" in result.summary
 
 
 def test_borda_and_agreement() -> None:

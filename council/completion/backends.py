@@ -35,7 +35,7 @@ from council.completion.fim_formats import FORMATS, FimFormat, detect
 from providers.base import CompletionRequest
 from providers.router import Router
 from providers.settings import CompletionConfig, Tier
-from providers.specialist import DEFAULT_MODEL_DIR, Specialist, SpecialistUnavailable
+from providers.specialist import DEFAULT_MODEL_DIR, Specialist, SpecialistUnavailable, shared
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class SpecialistBackend:
                     "directory. Set [completion] model_path to a training run or a Hugging "
                     'Face export, or use a provider: [completion] backend = "ollama:MODEL"'
                 )
-            self.specialist.load()
+            self.specialist.ensure_loaded()
             # One real infill, so the first request does not pay for compiling the decode
             # step (a warm-up prompt of end tokens can stop before its first decode).
             self.specialist.infill("def add(a, b):\n    return", "\n", max_tokens=2)
@@ -400,5 +400,5 @@ def build_backend(
             and reuse.specialist.max_context_tokens == context
         ):
             return reuse
-        return SpecialistBackend(Specialist(path, max_context_tokens=context))
+        return SpecialistBackend(shared(path, max_context_tokens=context))
     return RouterBackend(config.backend, lease, config.fim_format)
