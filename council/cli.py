@@ -309,6 +309,7 @@ def _bench(args: argparse.Namespace) -> int:
                 model_path=args.model_path,
                 file=args.file,
                 fim_cases=args.fim_cases,
+                packages=[p for p in (args.packages or "").split(",") if p.strip()] or None,
             )
         )
         print(json.dumps(report, indent=2))
@@ -417,7 +418,14 @@ def build_parser(*, train: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=0, help="train: context (0 = preset's)")
     p.add_argument("--requests", type=int, default=200, help="inline: keystrokes to replay")
     p.add_argument("--model-path", default="", help="inline: model dir (default: the shipped one)")
-    p.add_argument("--file", help="inline: Python file to type through (default: held-out stdlib)")
+    p.add_argument(
+        "--file", help="inline: Python file to type through (default: one of the held-out packages)"
+    )
+    p.add_argument(
+        "--packages",
+        help="inline: comma-separated installed packages to score on (default: "
+        "council.completion.unseen.HELDOUT_PACKAGES)",
+    )
     p.add_argument("--fim-cases", type=int, default=100, help="inline: blanked lines to fill")
     return parser
 

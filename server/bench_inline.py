@@ -15,13 +15,14 @@ specialist backend (the shipped model, or `--model-path`):
 - **Cache hit rate.** Requests answered without the model (exact or typed-through hits);
   and for those that ran the model, the share of prompt tokens whose KV cache the specialist
   kept from the previous keystroke (the prompt window is built to keep it).
-- **Single-line FIM exact match** on held-out code: one non-blank line blanked, an automatic
-  request at its start, the first line of the answer compared with the original (trailing
-  whitespace ignored), as `council train eval` scores it.
+- **Unseen packages.** Single-line completion on whole installed packages kept out of the
+  training corpus (`council.completion.unseen`, default `HELDOUT_PACKAGES`): the file is
+  opened with one statement line reduced to its indentation, an automatic request is made
+  after the indentation, and the answer's first line is scored against the original
+  (exact match and edit similarity), with each request's latency. `council train eval`
+  scores the same cases the same way, in process.
 
-Held-out code: standard-library files that `council train data` puts in the validation
-split (the split is a hash of the file's name, so it is the same on every machine), so the
-shipped model, trained on the rest of the standard library, has not seen them.
+The typing replay types through one of those held-out files too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -42,7 +42,6 @@ from pygls.lsp.client import LanguageClient
 from pygls.uris import from_fs_path
 
 STATS = "council/inlineStats"
-VAL_FRACTION = 0.05  # `council train data --val-fraction` default
 _SKIP_DIRS = {"test", "tests", "idle_test", "encodings"}  # tests and generated codec tables
 
 
@@ -70,20 +69,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def heldout_files(val_fraction: float = VAL_FRACTION) -> list[Path]:
-    """Standard-library modules in the validation split of `council train data --source
-    stdlib` (tests and codec tables left out: they say little about completing code)."""
-    from training.data import stdlib_files, stdlib_root, val_score
+def heldout_files(packages: list[str]) -> list[tuple[str, Path]]:
+    """(package, file) for the held-out packages: the library files `council train data
+    --source site-packages` would have trained on had they not been `--exclude`d."""
+    from training.site_packages import package_files
 
-    root = stdlib_root()
-    out = []
-    for path in stdlib_files():
-        name = "stdlib/" + path.relative_to(root).as_posix()
-        parts = name.split("/")
-        odd = any(p in _SKIP_DIRS or p.startswith("test_") for p in parts)
-        if val_score(name) < val_fraction and not odd:
-            out.append(path)
-    return out
+    return list(package_files(packages))
 
 
 def _utf16(text: str) -> int:
@@ -200,53 +191,24 @@ async def _typing(
     return latencies, end - start, stats
 
 
-async def _fim(session: _Session, files: list[Path], cases: int, seed: int = 0) -> dict[str, Any]:
-    rng = random.Random(seed)
-    order = list(files)
-    rng.shuffle(order)
-    uri = from_fs_path(str(session.root / "heldout.py")) or ""
-    opened = False
-    hits = total = 0
-    examples: list[dict[str, Any]] = []
-    used: list[str] = []
-    latencies: list[float] = []
-    per_file = max(1, cases // max(1, len(order)) + 1)
-    for path in order:
-        if total >= cases:
-            break
-        try:
-            lines = path.read_text(encoding="utf-8").split("\n")
-        except (OSError, UnicodeDecodeError):
-            continue
-        candidates = [j for j, ln in enumerate(lines) if ln.strip() and j > 0]
-        if not candidates:
-            continue
-        used.append(path.name)
-        for j in sorted(rng.sample(candidates, min(per_file, len(candidates)))):
-            if total >= cases:
-                break
-            text = "\n".join(lines[:j]) + "\n" + "\n" + "\n".join(lines[j + 1 :])
-            if not opened:
-                session.open(uri, text)
-                opened = True
-            else:
-                session.replace(uri, text)
-            t0 = time.perf_counter()
-            result = await session.complete(uri, types.Position(line=j, character=0))
-            latencies.append((time.perf_counter() - t0) * 1000)
-            guess = _first_text(result).split("\n", 1)[0]
-            ok = guess.rstrip() == lines[j].rstrip()
-            hits += ok
-            total += 1
-            if len(examples) < 5:
-                examples.append({"expected": lines[j], "got": guess, "match": ok})
-    return {
-        "cases": total,
-        "exact_match": round(hits / total, 4) if total else None,
-        "files": used,
-        "latency": _q(latencies),
-        "examples": examples,
-    }
+async def _unseen(session: _Session, cases: list[Any]) -> dict[str, Any]:
+    """Single-line completion on held-out packages: each case's document is sent whole (as
+    an editor does on open), then one automatic request after the line's indentation."""
+    from council.completion.unseen import summarize
+
+    results = []
+    opened: set[str] = set()
+    for case in cases:
+        uri = from_fs_path(str(session.root / "unseen" / case.package / case.name)) or ""
+        if uri in opened:
+            session.replace(uri, case.text)
+        else:
+            session.open(uri, case.text)
+            opened.add(uri)
+        t0 = time.perf_counter()
+        result = await session.complete(uri, types.Position(line=case.line, character=case.column))
+        results.append((case, _first_text(result), (time.perf_counter() - t0) * 1000))
+    return summarize(results)
 
 
 async def _start(root: Path, env: dict[str, str]) -> tuple[LanguageClient, float]:
@@ -274,9 +236,15 @@ async def bench_inline(
     file: str | None = None,
     fim_cases: int = 100,
     ready_timeout: float = 300.0,
+    packages: list[str] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    heldout = heldout_files()
-    typing_file = Path(file) if file else _pick_typing_file(heldout)
+    from council.completion.unseen import HELDOUT_PACKAGES, build_cases
+
+    names = list(packages or HELDOUT_PACKAGES)
+    heldout = heldout_files(names)
+    cases = build_cases(heldout, fim_cases, seed=seed) if fim_cases > 0 else []
+    typing_file = Path(file) if file else _pick_typing_file([path for _, path in heldout])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = root / "council.toml"
@@ -303,7 +271,7 @@ async def bench_inline(
                 await session.stats(since=1 << 40)
                 baseline.append((time.perf_counter() - t1) * 1000)
             latencies, lines_typed, stats = await _typing(session, typing_file, requests)
-            fim = await _fim(session, heldout, fim_cases) if fim_cases > 0 else {}
+            unseen = await _unseen(session, cases) if cases else {}
         finally:
             await client.shutdown_async(None)
             client.exit(None)
@@ -346,9 +314,15 @@ async def bench_inline(
             "reasons": reasons,
             "suggestions_shown": sum(1 for r in records if r["chars"] > 0),
         },
-        "fim_single_line": fim,
+        "unseen_packages": {"packages": names, "seed": seed, **unseen},
         "targets": {
             "p50_under_60ms": bool(latency and latency["p50_ms"] < 60),
+            "unseen_exact_match_at_least_0.25": bool(
+                unseen.get("exact_match") is not None and unseen["exact_match"] >= 0.25
+            ),
+            "unseen_p50_under_60ms": bool(
+                unseen.get("latency") and unseen["latency"]["p50_ms"] < 60
+            ),
             "overhead_p50_under_3ms": bool(over and over["p50_ms"] < 3),
         },
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -366,5 +340,5 @@ def _pick_typing_file(heldout: list[Path]) -> Path:
         if 200 <= count <= 3000:
             sized.append(path)
     if not sized:
-        raise RuntimeError("no held-out standard-library file of 200-3000 lines; pass --file")
+        raise RuntimeError("no held-out package file of 200-3000 lines; pass --file")
     return sorted(sized, key=lambda p: p.as_posix())[0]

@@ -18,8 +18,10 @@ import itertools
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -252,3 +254,50 @@ def fim_exact_match(
         if len(shown) < 5:
             shown.append({"expected": case.middle, "got": guess, "match": ok})
     return {"fim_exact_match": hits / len(cases), "fim_cases": len(cases), "examples": shown}
+
+
+def unseen_completion(
+    model_dir: str | Path,
+    packages: Sequence[str],
+    *,
+    cases: int = 200,
+    seed: int = 0,
+    config: Any = None,
+) -> dict[str, Any]:
+    """Single-line completion on whole packages the model never saw, as the editor asks.
+
+    The cases and scoring are :mod:`council.completion.unseen`'s, the same as `council bench
+    inline`; the requests go through the same `CompletionEngine` and specialist backend the
+    language server uses (window, FIM prompt, early stop, post-processing), in process and
+    one at a time. ``config`` is a `CompletionConfig` (default: the shipped defaults).
+    """
+    import asyncio
+
+    from council.completion.backends import CancelToken, SpecialistBackend
+    from council.completion.engine import CompletionEngine, InlineRequest
+    from council.completion.unseen import build_cases, summarize
+    from providers.settings import CompletionConfig
+    from providers.specialist import Specialist
+    from training.site_packages import package_files
+
+    cfg = config or CompletionConfig()
+    chosen = build_cases(package_files(packages), cases, seed=seed)
+    context = cfg.max_context_tokens + cfg.max_tokens_multiline + 3
+    backend = SpecialistBackend(Specialist(model_dir, max_context_tokens=context))
+    engine = CompletionEngine(cfg, backend)
+
+    async def run() -> list[tuple[Any, str, float]]:
+        backend.start()
+        await backend.loaded()
+        if backend.error:
+            raise RuntimeError(backend.error)
+        results = []
+        for case in chosen:
+            request = InlineRequest(text=case.text, offset=case.offset, invoked=False)
+            started = time.perf_counter()
+            answer = await engine.complete(request, CancelToken())
+            results.append((case, answer.text, (time.perf_counter() - started) * 1000))
+        await backend.aclose()
+        return results
+
+    return {"packages": list(packages), "seed": seed, **summarize(asyncio.run(run()))}

@@ -12,6 +12,8 @@ EPILOG = """examples:
   council train eval runs/tiny --humaneval --limit 20             # pass@1 on 20 problems
   council train eval runs/tiny --humaneval --samples 10 --k 1,10  # pass@1 and pass@10
   council train eval runs/tiny --fim-files 'src/**/*.py' --fim-cases 200 --json
+  council train eval runs/tiny --unseen attrs,click --unseen-cases 200  # as the editor asks
+  council train eval runs/tiny --data data/sp --unseen ""  # the packages --exclude'd from data
 """
 
 
@@ -31,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fim-files", help="glob of held-out .py files for FIM (else --data)")
     parser.add_argument("--fim-mode", choices=["psm", "spm"], default="psm")
     parser.add_argument("--no-fim", action="store_true")
+    parser.add_argument(
+        "--unseen",
+        metavar="PKGS",
+        help="single-line completion on these installed packages, asked as the editor does "
+        '(comma-separated; "" = the packages --data was built without, else '
+        "council.completion.unseen.HELDOUT_PACKAGES); uses the run's latest checkpoint",
+    )
+    parser.add_argument("--unseen-cases", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--step", type=int, help="checkpoint step of a run (default: latest)")
@@ -45,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from training.loading import ModelLoadError, load_for_inference
     from training.sample import Generator
 
-    if not (args.data or args.humaneval or args.fim_files):
+    if not (args.data or args.humaneval or args.fim_files or args.unseen is not None):
         raise SystemExit(
-            "council train eval: nothing to do: give --data, --humaneval or --fim-files"
+            "council train eval: nothing to do: give --data, --humaneval, --fim-files or --unseen"
         )
     try:
         ks = [int(k) for k in args.k.split(",") if k.strip()]
@@ -94,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
         report["humaneval"] = result.to_dict()
+    if args.unseen is not None:
+        report["unseen"] = ev.unseen_completion(
+            args.model, _unseen_packages(args), cases=args.unseen_cases, seed=args.seed
+        )
     report["eval_s"] = round(time.perf_counter() - t0, 2)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -106,6 +120,32 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"humaneval: {scores} over {he['problems']} problems x {he['samples_per_problem']}"
             )
+        elif key == "unseen":
+            un = report["unseen"]
+            assert isinstance(un, dict)
+            print(
+                f"unseen: exact match {un.get('exact_match')}, edit similarity "
+                f"{un.get('edit_similarity')}, latency {un.get('latency')} over "
+                f"{un.get('cases')} cases in {', '.join(un['packages'])}"
+            )
         elif key != "examples":
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     return 0
+
+
+def _unseen_packages(args: argparse.Namespace) -> list[str]:
+    """--unseen's list; "" means the data's excluded packages, or the default held-out set."""
+    named = [p.strip() for p in args.unseen.split(",") if p.strip()]
+    if named:
+        return named
+    if args.data:
+        import json
+        from pathlib import Path
+
+        manifest = json.loads((Path(args.data) / "manifest.json").read_text())
+        excluded = (manifest.get("site_packages") or {}).get("excluded") or []
+        if excluded:
+            return [p["name"] for p in excluded]
+    from council.completion.unseen import HELDOUT_PACKAGES
+
+    return list(HELDOUT_PACKAGES)
