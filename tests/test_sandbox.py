@@ -301,7 +301,9 @@ async def test_setsid_grandchild_is_killed(caplog):
 @pytest.mark.anyio
 async def test_writes_outside_the_sandbox_are_refused(caplog):
     """Python writes outside: the OS refuses them (or the guard does, without bwrap)."""
-    target_dir = Path(tempfile.mkdtemp(prefix="council-test-outside-", dir=Path.cwd()))
+    # not under /tmp: there the sandbox has its own /tmp, where Python may write freely
+    base = Path("/var/tmp") if Path("/var/tmp").is_dir() else Path.home()
+    target_dir = Path(tempfile.mkdtemp(prefix="council-test-outside-", dir=base))
     absolute = target_dir / "escape.txt"
     relative_name = f"escape-{uuid.uuid4().hex}.txt"
     test = (

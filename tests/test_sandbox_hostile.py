@@ -72,11 +72,12 @@ def outside(request: pytest.FixtureRequest):
 
 async def test_shell_and_ctypes_writes_outside_do_not_land(outside, caplog):
     host_tmp = Path(tempfile.mkdtemp(prefix="council-hostile-"))
-    targets = [outside / "from-shell", host_tmp / "from-shell", outside / "from-ctypes"]
+    system = Path(f"/etc/council-hostile-{uuid.uuid4().hex}")
+    targets = [outside / "from-shell", host_tmp / "from-shell", outside / "from-ctypes", system]
     test = (
         "import ctypes, os, subprocess\n\n"
         "def test_shell():\n"
-        f"    os.system('echo x > {targets[0]}; echo x > {targets[1]}; echo x > /etc/council-x')\n"
+        f"    os.system('echo x > {targets[0]}; echo x > {targets[1]}; echo x > {system}')\n"
         f"    done = subprocess.run(['touch', '{outside}/touched'], capture_output=True,\n"
         "                          text=True)\n"
         "    assert 'Read-only file system' in done.stderr\n\n"
@@ -88,12 +89,13 @@ async def test_shell_and_ctypes_writes_outside_do_not_land(outside, caplog):
     try:
         result = await run_tests({"test_w.py": test}, limits=SHORT)
         _require(result, "fs-readonly")
-        for target in [*targets, outside / "touched", Path("/etc/council-x")]:
+        for target in [*targets, outside / "touched"]:
             assert not target.exists(), target
         assert result.passed == 2, result.summary()  # each saw its write refused
         _assert_nothing_left(caplog)
     finally:
         shutil.rmtree(host_tmp, ignore_errors=True)
+        system.unlink(missing_ok=True)
 
 
 async def test_workspace_files_survive_rm_unlink_and_overwrite(outside, caplog):
