@@ -7,11 +7,17 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HELP = "filter, deduplicate, tokenize and pack Python source into a training set"
 EPILOG = """\
 sources (--source, repeatable):
   stdlib                   this Python's standard library source (offline, ~1,800 files)
+  site-packages[=PATH]     the installed packages of this interpreter (or of the environment
+                           or site-packages folder PATH): library .py files from each
+                           distribution's RECORD, tests and vendored copies skipped; the
+                           validation split is whole packages; --exclude PKG holds packages
+                           out (for evaluation) and removes training files that copy them
   PATH | DIR | 'GLOB'      local .py files (directories are searched recursively)
   hf:NAME[:CONFIG]         a Hugging Face dataset, streamed (needs network; CONFIG with a
                            slash is a data_dir, e.g. hf:bigcode/the-stack:data/python);
@@ -24,6 +30,8 @@ examples:
   council train data --source hf:codeparrot/codeparrot-clean --max-files 200000 \\
       --tokenizer starcoder2/tokenizer.json --seq-len 2048 --out data/codeparrot
   council train data --source 'examples/**/*.py' --vocab-size 400 --no-dedup --out /tmp/d
+  council train data --source site-packages --exclude rich --exclude click \\
+      --vocab-size 8192 --seq-len 512 --out data/site-packages
 """
 
 
@@ -33,7 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="SRC",
-        help="stdlib, a path/dir/glob of .py files, or hf:NAME[:CONFIG] (repeatable)",
+        help="stdlib, site-packages[=PATH], a path/dir/glob of .py files, or hf:NAME[:CONFIG] "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PKG",
+        help="site-packages: leave this installed package (distribution name) out of both "
+        "splits, for evaluation on code the model never saw (repeatable, or comma-separated)",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(
@@ -53,7 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=float,
         default=0.05,
-        help="share of files (by path hash) held out for validation (default 0.05)",
+        help="share held out for validation (default 0.05): files by path hash, or, for "
+        "site-packages, whole packages holding about this share of the code",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="site-packages: seed of the order packages are drawn for validation (default 0)",
     )
     parser.add_argument(
         "--num-workers",
@@ -79,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.max_files is not None and args.max_files < 1:
             raise ValueError("--max-files must be positive")
+        exclude = [name.strip() for arg in args.exclude for name in arg.split(",") if name.strip()]
         tokenizer = None if args.tokenizer == "train" else CodeTokenizer.from_file(args.tokenizer)
         manifest = build_dataset(
             args.source,
@@ -93,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             max_files=args.max_files,
             text_column=args.text_column,
             hf_split=args.split,
+            exclude=exclude,
+            split_seed=args.split_seed,
             force=args.force,
         )
     except ValueError as exc:
@@ -101,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from training.data import FilterReport
 
     print(FilterReport.from_dict(manifest["report"]).table())
+    if "site_packages" in manifest:
+        print(site_summary(manifest["site_packages"]))
     splits = manifest["splits"]
     tokens = sum(s["tokens"] for s in splits.values())
     print(
@@ -109,3 +138,22 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest['vocab_size']:,} ({time.perf_counter() - started:.1f}s)"
     )
     return 0
+
+
+def site_summary(site: dict[str, Any]) -> str:
+    """What a site-packages source held: packages per split, the held-out ones, the skips."""
+    by_split = site["packages_by_split"]
+    val = [p["name"] for p in site["packages"] if p["split"] == "val"]
+    skipped = ", ".join(f"{n:,} {why}" for why, n in site["skipped_files"].items() if n)
+    lines = [
+        f"site-packages {', '.join(site['roots'])}: {by_split['train']} packages in train, "
+        f"{by_split['val']} in val ({', '.join(val) or '-'})"
+        + (
+            f", {by_split['none']} with no file kept (all filtered, or past --max-files)"
+            if by_split["none"]
+            else ""
+        ),
+        f"  excluded: {', '.join(p['name'] for p in site['excluded']) or '-'}",
+        f"  files skipped before reading: {skipped or '-'}",
+    ]
+    return "\n".join(lines)
