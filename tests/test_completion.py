@@ -148,7 +148,9 @@ def finish(
     ("prefix", "suffix", "invoked", "mode"),
     [
         ("def f(a):", "\n", False, "multi"),  # after a block header
-        ("def f(a):\n    ", "\n", False, "multi"),  # empty indented line
+        ("def f(a):\n    ", "\n", False, "multi"),  # the empty line under a header
+        ("def f(a):\n    x = 1\n    ", "\n", False, "single"),  # inside a block, automatic
+        ("def f(a):\n    x = 1\n    ", "\n", True, "multi"),  # ... invoked
         ("if x:\n", "\n", False, "multi"),  # empty line under a header
         ("x = 1\n", "\n", False, "single"),  # empty top-level line, automatic
         ("x = 1\n", "\n", True, "multi"),  # ... invoked
