@@ -14,6 +14,7 @@ import socket
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from providers.base import ChatRequest
 from providers.errors import ProviderError
@@ -152,11 +153,7 @@ async def pipeline_demo() -> None:
     The models' answers are scripted (a stand-in server); the pipeline, the parallel review,
     the sandboxed pytest run, the approval check and the refine loop are the real code.
     """
-    from rich.console import Console
 
-    from council.events import Events
-    from council.pipeline import Council
-    from council.render import ProgressPrinter, print_result
     from council.schemas import CouncilRequest, RequestContext
 
     roles = ("orchestrator", "researcher", "generator", "debugger", "tester")
@@ -202,26 +199,16 @@ async def pipeline_demo() -> None:
                 "roles": {r: f"lb:{r}" for r in roles},
             },
         ).settings
-        providers = build_providers(settings, env={})
-        router = Router(settings, providers)
         _say("council run --mode generate (scripted models, real pipeline and sandbox)")
-        console = Console()
-        events = Events()
-        printer = ProgressPrinter(console)
-        events.subscribe(printer)
-        try:
-            result = await Council(router, workspace=Path(tmp)).run(
-                CouncilRequest(
-                    query="Write mean(xs).",
-                    mode="generate",
-                    context=RequestContext(file_path="mathx.py", symbol="mean"),
-                ),
-                events=events,
-            )
-        finally:
-            printer.stop()
-            await close_all(providers)
-        print_result(console, result)
+        await _run_and_print(
+            settings,
+            Path(tmp),
+            CouncilRequest(
+                query="Write mean(xs).",
+                mode="generate",
+                context=RequestContext(file_path="mathx.py", symbol="mean"),
+            ),
+        )
 
 
 OFFLINE_STUB = '''\
@@ -241,11 +228,7 @@ async def offline_demo() -> None:
     """Local council mode with no model server at all: the shipped specialist (in process)
     samples candidate bodies, the docstring's examples are run against each in the sandbox,
     and the best is kept; it is approved only if it passes them."""
-    from rich.console import Console
 
-    from council.events import Events
-    from council.pipeline import Council
-    from council.render import ProgressPrinter, print_result
     from council.schemas import CouncilRequest, RequestContext
 
     roles = ("orchestrator", "researcher", "generator", "debugger", "tester")
@@ -262,25 +245,37 @@ async def offline_demo() -> None:
                 "council": {"local_candidates": 4},
             },
         ).settings
-        providers = build_providers(settings, env={})
-        router = Router(settings, providers)
         _say("offline: no model server, the shipped specialist fills a stub (local council mode)")
-        console = Console()
-        events = Events()
-        printer = ProgressPrinter(console)
-        events.subscribe(printer)
-        try:
-            result = await Council(router, workspace=Path(tmp)).run(
-                CouncilRequest(
-                    query="Implement clamp.",
-                    mode="generate",
-                    context=RequestContext(
-                        file_path="ranges.py", file_text=OFFLINE_STUB, symbol="clamp"
-                    ),
+        await _run_and_print(
+            settings,
+            Path(tmp),
+            CouncilRequest(
+                query="Implement clamp.",
+                mode="generate",
+                context=RequestContext(
+                    file_path="ranges.py", file_text=OFFLINE_STUB, symbol="clamp"
                 ),
-                events=events,
-            )
-        finally:
-            printer.stop()
-            await close_all(providers)
-        print_result(console, result)
+            ),
+        )
+
+
+async def _run_and_print(settings: Any, workspace: Path, request: Any) -> None:
+    """One council run with live progress, then the result, as `council run` shows them."""
+    from rich.console import Console
+
+    from council.events import Events
+    from council.pipeline import Council
+    from council.render import ProgressPrinter, print_result
+
+    providers = build_providers(settings, env={})
+    router = Router(settings, providers)
+    console = Console()
+    events = Events()
+    printer = ProgressPrinter(console)
+    events.subscribe(printer)
+    try:
+        result = await Council(router, workspace=workspace).run(request, events=events)
+    finally:
+        printer.stop()
+        await close_all(providers)
+    print_result(console, result)
