@@ -318,7 +318,11 @@ def _bench(args: argparse.Namespace) -> int:
         from training.bench import bench_train  # imports jax
 
         report = bench_train(
-            preset=args.preset, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len
+            preset=args.preset,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            baseline=args.baseline,
         )
         print(json.dumps(report, indent=2))
         return 0
@@ -416,6 +420,9 @@ def build_parser(*, train: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="train: timed optimizer steps")
     p.add_argument("--batch-size", type=int, default=8, help="train: sequences per step")
     p.add_argument("--seq-len", type=int, default=0, help="train: context (0 = preset's)")
+    p.add_argument(
+        "--baseline", action="store_true", help="train: also time the legacy numerics path"
+    )
     p.add_argument("--requests", type=int, default=200, help="inline: keystrokes to replay")
     p.add_argument("--model-path", default="", help="inline: model dir (default: the shipped one)")
     p.add_argument(

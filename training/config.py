@@ -39,6 +39,9 @@ class ModelConfig:
     dtype: str = "bfloat16"  # compute dtype (activations and matmul inputs)
     param_dtype: str = "float32"  # parameters and optimizer state stay in fp32
     remat: bool = False  # recompute each block in the backward pass (memory for FLOPs)
+    # The pre-AMX numerics (bf16-output dots differentiated by XLA, whole fp32 logits in the
+    # loss), kept only so that `council bench train --baseline` can time it: see training.model.
+    legacy_numerics: bool = False
 
     def __post_init__(self) -> None:
         if not self.head_dim:

@@ -6,14 +6,19 @@
            x + Attention(RMSNorm(x))            grouped-query, RoPE, causal
            x + SwiGLU(RMSNorm(x))
       -> RMSNorm -> logits = x @ Embed^T        [B, T, V]  (tied head, fp32 logits)
+         training: loss = CE(x @ Embed^T)       fused, tile by tile (no [B, T, V] logits)
 
 Conventions match Hugging Face's Llama/Qwen2 code (RoPE with ``rotate_half`` on split halves,
 RMSNorm computed in fp32, SwiGLU as ``down(silu(gate(x)) * up(x))``) so that
 :mod:`training.hf` converts weights by transposing kernels and nothing else.
 
-Parameters live in ``param_dtype`` (fp32); matmuls run in ``dtype`` (bf16 by default).
-Every kernel carries a partition annotation on the ``fsdp`` mesh axis; on one device it is
-inert metadata, under a mesh :mod:`training.train` turns it into shardings.
+Parameters live in ``param_dtype`` (fp32); matmuls run in ``dtype`` (bf16 by default) and
+accumulate in fp32, through the hand-written passes of :mod:`training.kernels` (linears,
+RMSNorm, SwiGLU, tiled causal attention, and a training loss that fuses the head with the
+cross-entropy). ``cfg.legacy_numerics`` selects the previous path instead (bf16-output
+matmuls differentiated by XLA, whole fp32 logits), kept only for ``council bench train
+--baseline``. Every kernel carries a partition annotation on the ``fsdp`` mesh axis; on one
+device it is inert metadata, under a mesh :mod:`training.train` turns it into shardings.
 
 Decoding uses an explicit :class:`KVCache` pytree: ``model(tokens, cache=c, pos=p)`` writes
 the new keys/values at positions ``p .. p+T-1`` and attends over every cached position
@@ -28,9 +33,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from training.config import ModelConfig
+from training.kernels import (
+    attend,
+    causal_attention,
+    contract,
+    head_cross_entropy,
+    rms_norm,
+    swiglu,
+)
 
 Array = jax.Array
 
@@ -39,6 +53,20 @@ _INIT_STD = 0.02
 
 def _dtype(name: str) -> jnp.dtype:
     return jnp.dtype(name)
+
+
+class Linear(nnx.Linear):
+    """``nnx.Linear`` (same parameters and names) whose matmul is :func:`contract`."""
+
+    legacy: bool = False
+
+    def __call__(self, x: Array) -> Array:  # [B, T, d_in] -> [B, T, d_out] in self.dtype
+        if self.legacy:
+            return super().__call__(x)
+        y = contract("btd,de->bte", x.astype(self.dtype), self.kernel[...])
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y.astype(self.dtype)
 
 
 def _linear(
@@ -50,8 +78,8 @@ def _linear(
     shard: tuple[str | None, str | None],
     std: float = _INIT_STD,
     bias: bool = False,
-) -> nnx.Linear:
-    return nnx.Linear(
+) -> Linear:
+    layer = Linear(
         d_in,
         d_out,
         use_bias=bias,
@@ -61,6 +89,17 @@ def _linear(
         bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (shard[1],)),
         rngs=rngs,
     )
+    layer.legacy = cfg.legacy_numerics
+    return layer
+
+
+def fused_linear(x: Array, layers: tuple[Linear, ...]) -> Array:
+    """Several linears of one input as one matmul over their concatenated kernels:
+    ``[B, T, D] -> [B, T, sum(d_out)]`` in fp32 (one dot, one input transpose backward)."""
+    y = contract("btd,de->bte", x, jnp.concatenate([lin.kernel[...] for lin in layers], axis=1))
+    if layers[0].bias is not None:
+        y = y + jnp.concatenate([lin.bias[...] for lin in layers])
+    return y
 
 
 class KVCache(NamedTuple):
@@ -87,27 +126,37 @@ class RMSNorm(nnx.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         self.eps = cfg.norm_eps
         self.dtype = _dtype(cfg.dtype)
+        self.legacy = cfg.legacy_numerics
         self.scale = nnx.Param(
             jnp.ones((cfg.hidden_dim,), _dtype(cfg.param_dtype)), out_sharding=(None,)
         )
 
     def __call__(self, x: Array) -> Array:
+        if not self.legacy:
+            return rms_norm(x.astype(self.dtype), self.scale[...], self.eps)
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
 
 
-def rope(x: Array, positions: Array, theta: float) -> Array:
-    """Rotary embedding, HF ``rotate_half`` layout. x: [B, T, N, hd], positions: [B, T]."""
-    hd = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))  # [hd/2]
+def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+    """cos and sin ``[B, T, 1, hd]`` (fp32) for ``positions [B, T]``: once per forward."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, hd/2]
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, hd]
-    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotary embedding, HF ``rotate_half`` layout, in fp32. x: [B, T, N, hd]."""
     x32 = x.astype(jnp.float32)
     x1, x2 = jnp.split(x32, 2, axis=-1)
-    rotated = jnp.concatenate([-x2, x1], axis=-1)
-    return (x32 * cos + rotated * sin).astype(x.dtype)
+    return x32 * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def rope(x: Array, positions: Array, theta: float) -> Array:
+    """Rotary embedding of ``x [B, T, N, hd]`` at ``positions [B, T]``, in x's dtype."""
+    return apply_rope(x, *rope_tables(positions, x.shape[-1], theta)).astype(x.dtype)
 
 
 class Attention(nnx.Module):
@@ -132,16 +181,23 @@ class Attention(nnx.Module):
         self,
         x: Array,  # [B, T, D]
         positions: Array,  # [B, T]
+        rot: tuple[Array, Array],  # RoPE cos, sin: [B, T, 1, hd]
         layer_cache: tuple[Array, Array] | None,
         pos: Array | None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
         cfg = self.cfg
         b, t, _ = x.shape
-        q = self.q_proj(x).reshape(b, t, cfg.num_heads, cfg.head_dim)
-        k = self.k_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-        v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-        q = rope(q, positions, cfg.rope_theta)
-        k = rope(k, positions, cfg.rope_theta)
+        h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        if cfg.legacy_numerics:  # three bf16 projections, RoPE rounded in between
+            q = rope(self.q_proj(x).reshape(b, t, h, hd), positions, cfg.rope_theta)
+            k = rope(self.k_proj(x).reshape(b, t, kv, hd), positions, cfg.rope_theta)
+            v = self.v_proj(x).reshape(b, t, kv, hd)
+        else:  # one matmul; RoPE on its fp32 output
+            qkv = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))  # [B, T, (H+2KV) hd]
+            q, k, v = jnp.split(qkv.reshape(b, t, h + 2 * kv, hd), (h, h + kv), axis=2)
+            q = apply_rope(q, *rot).astype(x.dtype)
+            k = apply_rope(k, *rot).astype(x.dtype)
+            v = v.astype(x.dtype)
 
         if layer_cache is None:  # training / full forward: keys are this chunk
             keys, values = k, v
@@ -154,16 +210,20 @@ class Attention(nnx.Module):
             key_pos = jnp.broadcast_to(jnp.arange(ck.shape[1])[None, :], (b, ck.shape[1]))
             new_cache = (keys, values)
 
-        # [B, T, KV, G, hd] x [B, S, KV, hd] -> [B, KV, G, T, S]
-        q = q.reshape(b, t, cfg.num_kv_heads, cfg.kv_groups, cfg.head_dim)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, keys.astype(q.dtype))
-        scores = scores.astype(jnp.float32) / jnp.sqrt(jnp.float32(cfg.head_dim))
-        causal = key_pos[:, None, None, None, :] <= positions[:, None, None, :, None]
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(q.dtype))
-        out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
-        return self.o_proj(out), new_cache
+        q = q.reshape(b, t, kv, cfg.kv_groups, hd)  # [B, T, KV, G, hd]
+        keys, values = keys.astype(q.dtype), values.astype(q.dtype)  # [B, S, KV, hd]
+        causal = key_pos[:, None, None, None, :] <= positions[:, None, :, None, None]
+        if cfg.legacy_numerics:  # bf16 scores, XLA's softmax gradient
+            scores = jnp.einsum("btkgd,bskd->bktgs", q, keys).astype(jnp.float32)
+            scores = scores / jnp.sqrt(jnp.float32(hd))
+            scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+            probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+            out = jnp.einsum("bktgs,bskd->btkgd", probs, values)
+        elif layer_cache is None:
+            out = causal_attention(q, keys, values, 1.0 / hd**0.5)  # [B, T, KV, G, hd]
+        else:
+            out = attend(q, keys, values, causal, 1.0 / hd**0.5)
+        return self.o_proj(out.reshape(b, t, h * hd)), new_cache
 
 
 class SwiGLU(nnx.Module):
@@ -171,14 +231,19 @@ class SwiGLU(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs) -> None:
         out_std = _INIT_STD / (2 * cfg.num_layers) ** 0.5
+        self.legacy = cfg.legacy_numerics
         self.gate_proj = _linear(cfg, cfg.hidden_dim, cfg.ffn_dim, rngs, shard=("fsdp", None))
         self.up_proj = _linear(cfg, cfg.hidden_dim, cfg.ffn_dim, rngs, shard=("fsdp", None))
         self.down_proj = _linear(
             cfg, cfg.ffn_dim, cfg.hidden_dim, rngs, shard=(None, "fsdp"), std=out_std
         )
 
-    def __call__(self, x: Array) -> Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    def __call__(self, x: Array) -> Array:  # [B, T, D] -> [B, T, D]
+        if self.legacy:
+            return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        # gate and up as one matmul; silu(gate) * up from its fp32 output, rounded once
+        gu = fused_linear(x, (self.gate_proj, self.up_proj))  # [B, T, 2F] fp32
+        return self.down_proj(swiglu(gu, x.dtype.name))
 
 
 class Block(nnx.Module):
@@ -192,17 +257,20 @@ class Block(nnx.Module):
         self,
         x: Array,
         positions: Array,
+        rot: tuple[Array, Array],
         layer_cache: tuple[Array, Array] | None,
         pos: Array | None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
-        h, new_cache = self.attn(self.attn_norm(x), positions, layer_cache, pos)
+        h, new_cache = self.attn(self.attn_norm(x), positions, rot, layer_cache, pos)
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return x, new_cache
 
 
-def _block_forward(layer: Block, x: Array, positions: Array) -> tuple[Array, None]:
-    return layer(x, positions, None, None)
+def _block_forward(
+    layer: Block, x: Array, positions: Array, rot: tuple[Array, Array]
+) -> tuple[Array, None]:
+    return layer(x, positions, rot, None, None)
 
 
 class Transformer(nnx.Module):
@@ -228,6 +296,50 @@ class Transformer(nnx.Module):
             else _linear(cfg, cfg.hidden_dim, cfg.vocab_size, rngs, shard=("fsdp", None))
         )
 
+    def hidden(
+        self,
+        tokens: Array,  # [B, T] int32
+        *,
+        cache: KVCache | None = None,
+        pos: Array | int = 0,
+    ) -> tuple[Array, KVCache | None]:
+        """The final-norm hidden states ``[B, T, D]`` (compute dtype) and the updated cache."""
+        b, t = tokens.shape
+        cfg = self.cfg
+        static_pos = pos if isinstance(pos, int) else None
+        pos = jnp.asarray(pos, jnp.int32)
+        positions = jnp.broadcast_to(pos + jnp.arange(t, dtype=jnp.int32)[None, :], (b, t))
+        if static_pos is not None:  # training: RoPE's tables are constants, [1, T, 1, hd]
+            with jax.ensure_compile_time_eval():  # (else XLA recomputes cos/sin in each use)
+                row = static_pos + jnp.arange(t)[None, :]
+                rot = rope_tables(row, cfg.head_dim, cfg.rope_theta)
+        else:  # decoding at a traced position: [B, T, 1, hd]
+            rot = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        if self.cfg.legacy_numerics:
+            x = self.embed(tokens)  # [B, T, D]
+        else:  # gather fp32 rows, then cast: the gradient scatters into fp32
+            x = jnp.take(self.embed.embedding[...], tokens, axis=0).astype(self.embed.dtype)
+        new_k: list[Array] = []
+        new_v: list[Array] = []
+        for i, layer in enumerate(self.layers):
+            if cache is None and self.cfg.remat:  # training: keep only block inputs
+                x, _ = nnx.remat(_block_forward)(layer, x, positions, rot)
+                continue
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, updated = layer(x, positions, rot, layer_cache, None if cache is None else pos)
+            if updated is not None:
+                new_k.append(updated[0])
+                new_v.append(updated[1])
+        out_cache = KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None
+        return self.norm(x), out_cache
+
+    def head(self) -> tuple[Array, str]:
+        """The output projection and its einsum letters: the tied ``[V, D]`` embedding
+        (``"vd"``) or the untied ``[D, V]`` kernel (``"dv"``), both fp32."""
+        if self.lm_head is None:
+            return self.embed.embedding[...], "vd"
+        return self.lm_head.kernel[...], "dv"
+
     def __call__(
         self,
         tokens: Array,  # [B, T] int32
@@ -236,25 +348,36 @@ class Transformer(nnx.Module):
         pos: Array | int = 0,
     ) -> tuple[Array, KVCache | None]:
         """Logits ``[B, T, V]`` in fp32 and the updated cache (None without one)."""
-        b, t = tokens.shape
-        pos = jnp.asarray(pos, jnp.int32)
-        positions = jnp.broadcast_to(pos + jnp.arange(t, dtype=jnp.int32)[None, :], (b, t))
-        x = self.embed(tokens)  # [B, T, D]
-        new_k: list[Array] = []
-        new_v: list[Array] = []
-        for i, layer in enumerate(self.layers):
-            if cache is None and self.cfg.remat:  # training: keep only block inputs
-                x, _ = nnx.remat(_block_forward)(layer, x, positions)
-                continue
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, updated = layer(x, positions, layer_cache, None if cache is None else pos)
-            if updated is not None:
-                new_k.append(updated[0])
-                new_v.append(updated[1])
-        x = self.norm(x)
-        logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
-        out_cache = KVCache(tuple(new_k), tuple(new_v)) if cache is not None else None
+        x, out_cache = self.hidden(tokens, cache=cache, pos=pos)
+        if self.cfg.legacy_numerics:
+            logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
+        else:
+            w, w_spec = self.head()
+            logits = contract(f"btd,{w_spec}->btv", x, w)  # [B, T, V]
         return logits.astype(jnp.float32), out_cache
+
+    def loss_sums(
+        self,
+        tokens: Array,  # [B, T] int32 inputs
+        targets: Array,  # [B, T] int32 next tokens
+        weights: Array,  # [B, T] fp32 (0 = padding)
+    ) -> Array:
+        """``sum(weights * cross-entropy)`` in fp32, without materialising the logits.
+
+        The training loss: the head and the cross-entropy run together over tiles of
+        tokens x vocabulary (:func:`head_cross_entropy`), so the fp32 ``[B, T, V]`` logits
+        (805 MB for the ``test`` preset's batch of 8 x 512) never exist.
+        """
+        x, _ = self.hidden(tokens)
+        if self.cfg.legacy_numerics:  # the pre-AMX path: whole logits, optax's loss
+            logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
+            ce = optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), targets
+            )
+            return jnp.sum(ce * weights)
+        w, w_spec = self.head()
+        w = w if w_spec == "vd" else w.T  # [V, D]
+        return head_cross_entropy(x, w, targets, weights.astype(jnp.float32))
 
 
 def build(cfg: ModelConfig, seed: int = 0, *, shard: bool = False) -> Transformer:

@@ -343,12 +343,11 @@ def token_loss(
     """(sum of masked next-token cross-entropies, sum of weights) for ``[B, L]`` rows.
 
     Input is ``tokens[:, :-1]``, target ``tokens[:, 1:]``, weight ``mask[:, 1:]``; the
-    cross-entropy runs in fp32 whatever the compute dtype.
+    cross-entropy runs in fp32 whatever the compute dtype, fused with the head
+    (:meth:`Transformer.loss_sums`).
     """
-    logits, _ = model(tokens[:, :-1])
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), tokens[:, 1:])
     weights = mask[:, 1:].astype(jnp.float32)
-    return jnp.sum(ce * weights), jnp.sum(weights)
+    return model.loss_sums(tokens[:, :-1], tokens[:, 1:], weights), jnp.sum(weights)
 
 
 class Trainer:
