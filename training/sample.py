@@ -164,10 +164,12 @@ class Generator:
         key: jax.Array,
         temperature: jax.Array,
         top_p: jax.Array,
+        allowed: jax.Array,
     ) -> tuple[jax.Array, KVCache]:
         model = nnx.merge(self.graphdef, state)
         logits, cache = model(token[:, None], cache=cache, pos=pos)
-        return _sample(logits[:, -1], key, temperature, top_p), cache
+        last_logits = jnp.where(allowed[None, :], logits[:, -1], -jnp.inf)
+        return _sample(last_logits, key, temperature, top_p), cache
 
     # -- public API ----------------------------------------------------------------------
 
@@ -195,6 +197,7 @@ class Generator:
             jax.random.key(0),
             jnp.float32(0.0),
             jnp.float32(1.0),
+            jnp.ones(self.cfg.vocab_size, bool),
         )
         out.block_until_ready()
         self.reset()
@@ -237,8 +240,18 @@ class Generator:
         cut = texts[ids[-1]]
         if not cut or "\ufffd" in cut:
             return ids, "", None
-        allowed = np.fromiter((t.startswith(cut) for t in texts), bool, len(texts))
-        return ids[:-1], cut, allowed
+        return ids[:-1], cut, self._heal_mask(cut)
+
+    def _heal_mask(self, pending: str) -> np.ndarray:
+        """Tokens that may come next while `pending` (healed text not yet redone) remains:
+        those that start with all of it, and those that are a start of it (the natural
+        split may be shorter: `"\\n    "` is redone as `"\\n   "` + `" return"`)."""
+        texts = self._token_texts()
+        return np.fromiter(
+            (t.startswith(pending) or (bool(t) and pending.startswith(t)) for t in texts),
+            bool,
+            len(texts),
+        )
 
     def generate(
         self,
@@ -322,8 +335,13 @@ class Generator:
         reasons = ["length"] * batch
         texts = [""] * batch
         assert token is not None
+        everything = jnp.ones(self.cfg.vocab_size, bool)
+        pending = healed  # healed text the generated tokens have not covered yet (batch 1)
         while True:
             host = np.asarray(token)
+            if pending:
+                piece = self._token_texts()[int(host[0])]
+                pending = pending[len(piece) :] if pending.startswith(piece) else ""
             for b in range(batch):
                 if done[b]:
                     continue
@@ -353,8 +371,9 @@ class Generator:
                         reasons[b] = "context"
                 break
             key, sub = jax.random.split(key)
+            mask = jnp.asarray(self._heal_mask(pending)) if pending else everything
             token, cache = self._decode(
-                self.state, token, cache, jnp.int32(pos), sub, temperature, top_p
+                self.state, token, cache, jnp.int32(pos), sub, temperature, top_p, mask
             )
             pos += 1
         t_end = time.perf_counter()
