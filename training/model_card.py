@@ -24,6 +24,77 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _data_lines(manifest: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """Where the corpus came from: the stdlib, or installed packages (with licences)."""
+    site = manifest.get("site_packages")
+    if not site:
+        return [
+            f"- Source: the standard library of Python {platform.python_version()} "
+            "(`council train data --source stdlib`), split by file.",
+        ]
+    licences: dict[str, int] = {}
+    packages = site.get("packages", [])
+    for package in packages:
+        licences[package.get("license") or "unknown"] = (
+            licences.get(package.get("license") or "unknown", 0) + 1
+        )
+    common = ", ".join(
+        f"{name} ({n})" for name, n in sorted(licences.items(), key=lambda x: -x[1])[:6]
+    )
+    excluded = ", ".join(f"{p['name']} {p['version']}" for p in site.get("excluded", []))
+    by_split = site.get("packages_by_split", {})
+    return [
+        f"- Source: the Python code of {len(packages)} packages installed in this project's "
+        "development environment (`council train data --source site-packages`), tests and "
+        "vendored copies skipped. Licences (packages): " + common + "; the full list with "
+        "versions is in the dataset's manifest.",
+        f"- Held out entirely, for evaluation on code the model never saw: {excluded}.",
+        f"- Validation: whole packages ({by_split.get('val', '?')} of them, against "
+        f"{by_split.get('train', '?')} in training), so the "
+        "validation loss is on projects the model never trained on.",
+    ]
+
+
+def _curve(records: list[dict[str, Any]]) -> list[str]:
+    """Validation loss against tokens seen: what more tokens would buy."""
+    evals = [r for r in records if "val_loss" in r]
+    if len(evals) < 2:
+        return []
+    rows = ["", "Validation loss against tokens seen (from the run's metrics):", ""]
+    rows += ["| step | tokens seen | validation loss |", "|---|---|---|"]
+    step = max(1, len(evals) // 8)
+    for r in [*evals[::step][:-1], evals[-1]]:
+        rows.append(
+            f"| {r['step']:,} | {r.get('tokens_seen', 0) / 1e6:.1f}M | {r['val_loss']:.3f} |"
+        )
+    return rows
+
+
+def _sweep(sweep: list[dict[str, Any]]) -> list[str]:
+    if not sweep:
+        return []
+    rows = [
+        "",
+        "## How this size was chosen",
+        "",
+        "A sweep at equal CPU time on this machine, each candidate scored on the held-out "
+        "packages through the same completion engine the editor uses:",
+        "",
+        "| candidate | params | steps | tokens | exact match | edit similarity | latency p50 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in sweep:
+        lat = (c.get("latency") or {}).get("p50_ms")
+        rows.append(
+            f"| {c['name']} | {c['params'] / 1e6:.1f}M | {c['steps']:,} | "
+            f"{c['tokens'] / 1e6:.1f}M | {c['exact_match']:.3f} | {c['edit_similarity']:.3f} | "
+            f"{lat if lat is None else f'{lat:.0f} ms'} |"
+        )
+    if sweep[0].get("note"):
+        rows += ["", sweep[0]["note"]]
+    return rows
+
+
 def render(data: Path, run: Path, evaluation: dict[str, Any], extra: dict[str, Any]) -> str:
     from training.config import ModelConfig, param_count
 
@@ -51,10 +122,10 @@ def render(data: Path, run: Path, evaluation: dict[str, Any], extra: dict[str, A
         "## Be honest about what it is",
         "",
         "It was trained on a 2-core CPU for "
-        f"{last['step']:,} steps ({last.get('tokens_seen', 0) / 1e6:.1f}M tokens), on Python's "
-        "standard library only. It completes common Python idioms and closes lines; it does "
-        "not solve programming problems "
-        + (f"(HumanEval pass@1 {pass1:.3f})" if pass1 is not None else "")
+        f"{last['step']:,} steps ({last.get('tokens_seen', 0) / 1e6:.1f}M tokens). It "
+        "completes common Python idioms and closes lines; it does not solve programming "
+        "problems"
+        + (f" (HumanEval pass@1 {pass1:.3f})" if pass1 is not None else "")
         + ". For useful completions point `[completion] backend` at a local code model, e.g. "
         '`backend = "ollama:qwen2.5-coder:1.5b"`, or import Qwen2.5-Coder weights you '
         "downloaded with `council train import` and set `[completion] model_path` to the "
@@ -73,14 +144,13 @@ def render(data: Path, run: Path, evaluation: dict[str, Any], extra: dict[str, A
         "",
         "## Data",
         "",
-        f"- Source: the standard library of Python {platform.python_version()} "
-        "(`council train data --source stdlib`).",
+        *_data_lines(manifest, report),
         f"- Files: {report.get('files_seen', '?')} seen, {report.get('files_kept', '?')} kept "
         "after the seed-004 filters, exact and MinHash-LSH near-duplicate removal (Jaccard "
         "0.7) and HumanEval decontamination "
         f"({report.get('decontaminated', 0)} removed).",
         f"- Tokens: {splits['train']['tokens']:,} train / {splits['val']['tokens']:,} "
-        f"validation (split by file), rows of {manifest['row_len']} tokens.",
+        f"validation, rows of {manifest['row_len']} tokens.",
         f"- Fill-in-the-middle: rate {train_cfg.get('fim_rate', 0.5)}, PSM and SPM.",
         "",
         "## Training",
@@ -112,8 +182,21 @@ def render(data: Path, run: Path, evaluation: dict[str, Any], extra: dict[str, A
             f"| single-line FIM exact match ({evaluation['fim_cases']} held-out lines) | "
             f"{evaluation['fim_exact_match']:.3f} |"
         )
+    unseen = evaluation.get("unseen") or {}
+    if unseen.get("cases"):
+        names = ", ".join(unseen["packages"])
+        lat = unseen.get("latency", {})
+        lines += [
+            f"| unseen packages ({names}): single-line exact match, {unseen['cases']} "
+            f"automatic requests | {unseen['exact_match']:.3f} |",
+            f"| ... edit similarity | {unseen['edit_similarity']:.3f} |",
+            f"| ... latency p50 / p95 (completion engine, this CPU) | "
+            f"{lat.get('p50_ms', 0):.0f} / {lat.get('p95_ms', 0):.0f} ms |",
+        ]
     if pass1 is not None:
         lines.append(f"| HumanEval pass@1 (greedy, {he['problems']} problems) | {pass1:.3f} |")
+    lines += _curve(records)
+    lines += _sweep(extra.get("sweep", []))
     lines += [
         "",
         "## Reproduce",
@@ -140,11 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--hardware", default="a 2-core x86-64 CPU, no accelerator")
     parser.add_argument("--commands", type=Path, help="file with the exact commands run")
+    parser.add_argument("--sweep", type=Path, help="JSON list of the size sweep's results")
     args = parser.parse_args(argv)
     evaluation = json.loads(args.eval.read_text())
     commands = args.commands.read_text().splitlines() if args.commands else []
+    sweep = json.loads(args.sweep.read_text()) if args.sweep else []
     card = render(
-        args.data, args.run, evaluation, {"hardware": args.hardware, "commands": commands}
+        args.data,
+        args.run,
+        evaluation,
+        {"hardware": args.hardware, "commands": commands, "sweep": sweep},
     )
     (args.out / "README.md").write_text(card)
     print(f"wrote {args.out / 'README.md'}", file=sys.stderr)
