@@ -193,6 +193,9 @@ def test_run_ctrl_c_cancels_cleanly(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # a shell without job control starts background jobs with SIGINT ignored, and
+            # an ignored signal is inherited: give the CLI the default, as a terminal would
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 30
         while not sandbox_processes() and time.monotonic() < deadline:
