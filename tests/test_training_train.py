@@ -21,7 +21,15 @@ from training.config import param_count, preset
 from training.data import PackedData, write_packed
 from training.flops import flops_per_token, measure_peak_flops, measure_torch_peak_flops
 from training.tokenizer import train_tokenizer
-from training.train import TrainConfig, fit, get_trainer, lr_schedule, make_mesh
+from training.train import (
+    TrainConfig,
+    Trainer,
+    fit,
+    get_trainer,
+    lr_schedule,
+    make_mesh,
+    micro_batches,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQ = 32  # model positions; packed rows hold SEQ + 1 tokens
@@ -113,6 +121,25 @@ def test_gradient_accumulation_matches_the_full_batch():
     (p1, m1), (p2, m2) = results
     assert float(m1["loss"]) == pytest.approx(float(m2["loss"]), rel=1e-6)
     assert float(m1["grad_norm"]) == pytest.approx(float(m2["grad_norm"]), rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), p1, p2)
+
+
+def test_cpu_micro_batches_split_rows_and_leave_the_update_alone():
+    # 8 rows of 513 tokens in groups of >= 1024 tokens: 4 groups of 2 rows; a mesh of 4
+    # devices needs 4 rows per group; grad_accum multiplies; 0 tokens keeps grad_accum.
+    assert micro_batches(8, 513, 1, 1, 1024) == 4
+    assert micro_batches(8, 513, 1, 4, 1024) == 2
+    assert micro_batches(16, 513, 2, 1, 1024) == 8
+    assert micro_batches(8, 33, 1, 1, 1024) == 1 and micro_batches(8, 513, 2, 1, 0) == 2
+    tokens, mask = fixed_batch(8)
+    results = []
+    for micro_tokens in (0, 66):  # one micro-batch of 8 rows, or 4 of 2 rows
+        trainer = Trainer(tiny_cfg(), STEP_CFG, make_mesh("data=1"), micro_tokens=micro_tokens)
+        assert trainer.micro_batches(8, SEQ + 1) == (1 if micro_tokens == 0 else 4)
+        state, metrics = trainer.train_step(trainer.init(), tokens, mask)
+        results.append((jax.device_get(state.params), jax.device_get(metrics)))
+    (p1, m1), (p2, m2) = results
+    assert float(m1["loss"]) == pytest.approx(float(m2["loss"]), rel=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), p1, p2)
 
 
@@ -354,6 +381,6 @@ def test_bench_train_reports_throughput_mfu_and_the_baseline():
     # the legacy numerics path, timed on the same batch: same model, same first loss
     base = report["baseline"]
     assert base["legacy_numerics"] and not report["legacy_numerics"]
-    assert base["timed_steps"] == report["timed_steps"] == 2
+    assert base["timed_steps"] == report["timed_steps"] == 2 and base["micro_batches"] == 1
     assert base["loss_first"] == pytest.approx(report["loss_first"], abs=0.05)
     assert report["speedup"] == pytest.approx(report["tokens_per_s"] / base["tokens_per_s"], 1e-2)

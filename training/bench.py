@@ -7,10 +7,11 @@ FLOPs (:func:`training.flops.flops_per_token`, per component) over the best matm
 a CPU also torch's (oneDNN) when torch is installed, the higher of the two. On a CPU whose
 datasheet peak no framework reaches that is the honest reference; both rates are reported.
 
-``baseline=True`` (``--baseline``) also times the previous numerics path
+``baseline=True`` (``--baseline``) also times the previous implementation on the same batch
 (``ModelConfig.legacy_numerics``: bf16-output matmuls differentiated by XLA, whole fp32
-logits in the loss) on the same batch, alternating steps with the current one so that both
-see the same machine load, and reports the speedup. On an accelerator the ``prod`` preset
+logits in the loss; and one micro-batch per step, without the CPU split of
+:data:`training.train.CPU_MICRO_TOKENS`), alternating steps with the current one so that
+both see the same machine load, and reports the speedup. On an accelerator the ``prod`` preset
 is timed as well (the seed's 500M model at its 2,048 context), with gradient accumulation
 doubled until the step fits in memory.
 """
@@ -32,6 +33,7 @@ def _prepare(
     seq_len: int,
     grad_accum: int,
     overrides: dict[str, Any],
+    micro_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Build, compile and warm up one preset's step; returns what :func:`_time` runs."""
     import jax
@@ -48,7 +50,7 @@ def _prepare(
     train_cfg = TrainConfig(
         steps=2 * steps + 2, batch_size=batch_size, grad_accum=grad_accum, warmup_steps=1
     )
-    trainer = Trainer(cfg, train_cfg, mesh)
+    trainer = Trainer(cfg, train_cfg, mesh, micro_tokens=micro_tokens)
     state = trainer.init()
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.vocab_size, (batch_size, seq + 1), dtype=np.int32)
@@ -69,6 +71,7 @@ def _prepare(
         "overrides": overrides,
         "batch_size": batch_size,
         "grad_accum": grad_accum,
+        "micro_batches": trainer.micro_batches(batch_size, seq + 1),
         "step": step,
         "state": state,
         "batch": batch,
@@ -107,6 +110,7 @@ def _report(run: dict[str, Any], peak: float) -> dict[str, Any]:
         "seq_len": seq,
         "batch_size": run["batch_size"],
         "grad_accum": run["grad_accum"],
+        "micro_batches": run["micro_batches"],
         "tokens_per_step": tokens_per_step,
         "timed_steps": len(times),
         "compile_s": round(run["compile_s"], 3),
@@ -199,9 +203,9 @@ def bench_train(
         },
     }
     runs = [_prepare(preset, steps, batch_size, seq_len, 1, overrides)]
-    if baseline:
+    if baseline:  # the previous implementation: its numerics, one micro-batch per step
         legacy = overrides | {"legacy_numerics": True}
-        runs.append(_prepare(preset, steps, batch_size, seq_len, 1, legacy))
+        runs.append(_prepare(preset, steps, batch_size, seq_len, 1, legacy, micro_tokens=0))
     for _ in range(steps):  # alternate, so that both see the same machine load
         for run in runs:
             _run_step(run)

@@ -9,7 +9,6 @@ each piece here is a ``jax.custom_vjp`` whose forward *and* backward dots are al
 kind, with fp32 results cast once to the compute dtype and weight gradients kept in fp32:
 
 * :func:`contract`: every linear layer;
-* :func:`rms_norm` and :func:`swiglu`: one elementwise pass each way;
 * :func:`causal_attention`: tile by tile, skipping the masked upper triangle;
 * :func:`head_cross_entropy`: the tied head fused with the loss, tile by tile, so the fp32
   ``[B, T, V]`` logits never exist.
@@ -66,61 +65,6 @@ def _contract_bwd(spec: str, res: tuple[Array, Array], g: Array) -> tuple[Array,
 
 
 contract.defvjp(_contract_fwd, _contract_bwd)
-
-
-# -- elementwise: RMSNorm and SwiGLU, one pass each way ----------------------------------
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def rms_norm(x: Array, scale: Array, eps: float) -> Array:
-    """``x * rsqrt(mean(x^2) + eps) * scale`` over the last axis, in fp32, rounded once to
-    x's dtype. The backward pass is written out: one pass for ``dx`` and a plain column sum
-    for ``dscale`` (XLA:CPU's rewrite of the autodiff version was a slow reduce-window)."""
-    return _rms_norm_fwd(x, scale, eps)[0]
-
-
-def _rms_norm_fwd(x: Array, scale: Array, eps: float) -> tuple[Array, tuple[Array, ...]]:
-    x32 = x.astype(jnp.float32)
-    r = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)  # [..., 1]
-    return (x32 * r * scale).astype(x.dtype), (x, scale, r)
-
-
-def _rms_norm_bwd(eps: float, res: tuple[Array, ...], dy: Array) -> tuple[Array, Array]:
-    x, scale, r = res
-    xhat = x.astype(jnp.float32) * r
-    dy32 = dy.astype(jnp.float32)
-    g = dy32 * scale  # d loss / d xhat
-    dx = r * (g - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
-    dscale = jnp.sum((dy32 * xhat).reshape(-1, x.shape[-1]), axis=0)
-    return dx.astype(x.dtype), dscale.astype(scale.dtype)
-
-
-rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def swiglu(gu: Array, dtype: str) -> Array:
-    """``silu(gate) * up`` for ``gu = [gate | up]`` (last axis) in fp32, result in ``dtype``.
-
-    Written out so that the backward pass recomputes the sigmoid from ``gu`` (the matmul's
-    fp32 output, kept as it is) instead of keeping fp32 intermediates.
-    """
-    gate, up = jnp.split(gu.astype(jnp.float32), 2, axis=-1)
-    return (jax.nn.silu(gate) * up).astype(dtype)
-
-
-def _swiglu_fwd(gu: Array, dtype: str) -> tuple[Array, Array]:
-    return swiglu(gu, dtype), gu
-
-
-def _swiglu_bwd(dtype: str, gu: Array, dh: Array) -> tuple[Array]:
-    gate, up = jnp.split(gu.astype(jnp.float32), 2, axis=-1)
-    sig = jax.nn.sigmoid(gate)
-    dh = dh.astype(jnp.float32)
-    return (jnp.concatenate([dh * up * sig * (1 + gate * (1 - sig)), dh * gate * sig], -1),)
-
-
-swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 # -- attention: softmax(q k^T) v ----------------------------------------------------------

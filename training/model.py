@@ -14,11 +14,12 @@ RMSNorm computed in fp32, SwiGLU as ``down(silu(gate(x)) * up(x))``) so that
 
 Parameters live in ``param_dtype`` (fp32); matmuls run in ``dtype`` (bf16 by default) and
 accumulate in fp32, through the hand-written passes of :mod:`training.kernels` (linears,
-RMSNorm, SwiGLU, tiled causal attention, and a training loss that fuses the head with the
-cross-entropy). ``cfg.legacy_numerics`` selects the previous path instead (bf16-output
-matmuls differentiated by XLA, whole fp32 logits), kept only for ``council bench train
---baseline``. Every kernel carries a partition annotation on the ``fsdp`` mesh axis; on one
-device it is inert metadata, under a mesh :mod:`training.train` turns it into shardings.
+tiled causal attention, and a training loss that fuses the head with the cross-entropy);
+RMSNorm and SwiGLU work on fp32 values and round once. ``cfg.legacy_numerics`` selects the
+previous path instead (bf16-output matmuls differentiated by XLA, whole fp32 logits), kept
+only for ``council bench train --baseline``. Every kernel carries a partition annotation on
+the ``fsdp`` mesh axis; on one device it is inert metadata, under a mesh
+:mod:`training.train` turns it into shardings.
 
 Decoding uses an explicit :class:`KVCache` pytree: ``model(tokens, cache=c, pos=p)`` writes
 the new keys/values at positions ``p .. p+T-1`` and attends over every cached position
@@ -37,14 +38,7 @@ import optax
 from flax import nnx
 
 from training.config import ModelConfig
-from training.kernels import (
-    attend,
-    causal_attention,
-    contract,
-    head_cross_entropy,
-    rms_norm,
-    swiglu,
-)
+from training.kernels import attend, causal_attention, contract, head_cross_entropy
 
 Array = jax.Array
 
@@ -132,11 +126,11 @@ class RMSNorm(nnx.Module):
         )
 
     def __call__(self, x: Array) -> Array:
-        if not self.legacy:
-            return rms_norm(x.astype(self.dtype), self.scale[...], self.eps)
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+        if self.legacy:  # the scale multiplies in the compute dtype
+            return self.scale[...].astype(self.dtype) * x32.astype(self.dtype)
+        return (x32 * self.scale[...]).astype(self.dtype)  # in fp32, rounded once
 
 
 def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -242,8 +236,8 @@ class SwiGLU(nnx.Module):
         if self.legacy:
             return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
         # gate and up as one matmul; silu(gate) * up from its fp32 output, rounded once
-        gu = fused_linear(x, (self.gate_proj, self.up_proj))  # [B, T, 2F] fp32
-        return self.down_proj(swiglu(gu, x.dtype.name))
+        gate, up = jnp.split(fused_linear(x, (self.gate_proj, self.up_proj)), 2, axis=-1)
+        return self.down_proj((jax.nn.silu(gate) * up).astype(x.dtype))  # [B, T, F] -> [B, T, D]
 
 
 class Block(nnx.Module):

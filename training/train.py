@@ -350,14 +350,46 @@ def token_loss(
     return model.loss_sums(tokens[:, :-1], tokens[:, 1:], weights), jnp.sum(weights)
 
 
-class Trainer:
-    """A model's graph, the optimizer and the jitted step/eval functions for one mesh."""
+#: On a CPU each micro-batch is split further, down to about this many tokens: a smaller
+#: step's working set stays in cache (tiny and test presets, batch 8 x 512 on the 2-core
+#: machine: 1.1-1.2x with micro-batches of 2 rows). The update does not change: gradients
+#: are token-weighted sums, whatever the split.
+CPU_MICRO_TOKENS = 1024
 
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, mesh: Mesh) -> None:
+
+def micro_batches(rows: int, length: int, grad_accum: int, shards: int, tokens: int) -> int:
+    """Micro-batches per step: ``grad_accum``, times the finest split of each into equal
+    row groups that still hold ``tokens`` tokens and a multiple of ``shards`` rows."""
+    per = rows // grad_accum
+    split = 1
+    for k in range(2, per + 1):
+        if per % k == 0 and (per // k) % shards == 0 and (per // k) * length >= tokens > 0:
+            split = k
+    return grad_accum * split
+
+
+class Trainer:
+    """A model's graph, the optimizer and the jitted step/eval functions for one mesh.
+
+    ``micro_tokens`` (None: :data:`CPU_MICRO_TOKENS` on a CPU, 0 elsewhere) bounds the
+    tokens of a micro-batch, see :func:`micro_batches`; 0 keeps ``grad_accum`` as given.
+    """
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        mesh: Mesh,
+        *,
+        micro_tokens: int | None = None,
+    ) -> None:
         check_shardable(model_cfg, mesh, train_cfg.batch_size, train_cfg.grad_accum)
         self.model_cfg = model_cfg
         self.train_cfg = train_cfg
         self.mesh = mesh
+        if micro_tokens is None:
+            micro_tokens = CPU_MICRO_TOKENS if jax.default_backend() == "cpu" else 0
+        self.micro_tokens = micro_tokens
         self.tx = make_optimizer(train_cfg)
         self.schedule = lr_schedule(train_cfg)
         self.batch_sharding = batch_sharding(mesh)
@@ -438,8 +470,12 @@ class Trainer:
     ) -> tuple[jax.Array, jax.Array]:
         return token_loss(nnx.merge(self.graphdef, params, self.rest), tokens, mask)
 
+    def micro_batches(self, rows: int, length: int) -> int:
+        """Micro-batches in one step over a ``[rows, length]`` batch."""
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        return micro_batches(rows, length, self.train_cfg.grad_accum, shards, self.micro_tokens)
+
     def _make_step(self) -> Callable[..., tuple[TrainState, Metrics]]:
-        accum = self.train_cfg.grad_accum
         micro_sharding = NamedSharding(self.mesh, P(None, BATCH_AXES, None))
         grad_fn = jax.value_and_grad(self._loss_sums, has_aux=True)
 
@@ -447,6 +483,7 @@ class Trainer:
             state: TrainState, tokens: jax.Array, mask: jax.Array
         ) -> tuple[TrainState, Metrics]:
             rows, length = tokens.shape
+            accum = self.micro_batches(rows, length)
 
             def split(x: jax.Array) -> jax.Array:
                 # [B, L] -> [K, B/K, L]; micro-batch j takes rows j, j+K, ... so that every
@@ -710,7 +747,8 @@ def fit(
     end = min(train_cfg.steps, stop_at if stop_at is not None else train_cfg.steps)
     tokens_per_step = train_cfg.batch_size * seq_len
     log.info(
-        "training %s params on %d %s device(s), mesh %s, steps %d..%d, %d tokens/step",
+        "training %s params on %d %s device(s), mesh %s, steps %d..%d, %d tokens/step "
+        "in %d micro-batches",
         f"{sum(p.size for p in jax.tree.leaves(state.params)):,}",
         n_devices,
         jax.default_backend(),
@@ -718,6 +756,7 @@ def fit(
         start,
         end,
         tokens_per_step,
+        trainer.micro_batches(train_cfg.batch_size, data.row_len),
     )
 
     if primary and start > 0:
