@@ -19,7 +19,12 @@ from training.bench import bench_train
 from training.checkpoint import latest_step, load_model
 from training.config import param_count, preset
 from training.data import PackedData, write_packed
-from training.flops import flops_per_token, measure_peak_flops, measure_torch_peak_flops
+from training.flops import (
+    best_known_peak,
+    flops_per_token,
+    measure_peak_flops,
+    measure_torch_peak_flops,
+)
 from training.tokenizer import train_tokenizer
 from training.train import (
     TrainConfig,
@@ -350,6 +355,19 @@ def test_flops_per_token_matches_a_hand_count():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_measure_peak_flops_is_positive(dtype):
     assert measure_peak_flops(dtype, size=128, repeats=2) > 1e6
+
+
+def test_a_peak_measured_under_load_does_not_replace_the_best_one(tmp_path, monkeypatch):
+    """A slow measurement (the machine was busy) must not inflate MFU: the best figure
+    seen on this machine wins, a new best replaces it, and another machine's does not
+    count."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert best_known_peak("jax:cpu:bf16:64", 1.0e12) == 1.0e12
+    assert best_known_peak("jax:cpu:bf16:64", 0.1e12) == 1.0e12
+    assert best_known_peak("jax:cpu:bf16:64", 1.5e12) == 1.5e12
+    assert best_known_peak("torch:cpu:bf16:64", 0.2e12) == 0.2e12
+    (tmp_path / "council" / "peaks.json").write_text("[not a dict")
+    assert best_known_peak("jax:cpu:bf16:64", 0.3e12) == 0.3e12  # a broken cache is replaced
 
 
 def test_torch_peak_is_measured_when_torch_is_installed():
