@@ -323,6 +323,7 @@ def _bench(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             seq_len=args.seq_len,
             baseline=args.baseline,
+            ablation=args.ablation,
         )
         print(json.dumps(report, indent=2))
         return 0
@@ -422,6 +423,11 @@ def build_parser(*, train: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=0, help="train: context (0 = preset's)")
     p.add_argument(
         "--baseline", action="store_true", help="train: also time the legacy numerics path"
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="train: also time the step with each optimisation undone, one at a time",
     )
     p.add_argument("--requests", type=int, default=200, help="inline: keystrokes to replay")
     p.add_argument("--model-path", default="", help="inline: model dir (default: the shipped one)")

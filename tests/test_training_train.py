@@ -402,3 +402,29 @@ def test_bench_train_reports_throughput_mfu_and_the_baseline():
     assert base["timed_steps"] == report["timed_steps"] == 2 and base["micro_batches"] == 1
     assert base["loss_first"] == pytest.approx(report["loss_first"], abs=0.05)
     assert report["speedup"] == pytest.approx(report["tokens_per_s"] / base["tokens_per_s"], 1e-2)
+
+
+def test_bench_train_ablation_times_every_variant_on_the_same_numbers():
+    """Each variant undoes one optimisation: all of them start from the same loss (the
+    swaps change speed, not maths), and nothing stays swapped afterwards."""
+    import training.model as model_module
+    from training.ablation import VARIANTS
+
+    before = {n: getattr(model_module, n) for n in ("contract", "causal_attention")}
+    report = bench_train(
+        "tiny",
+        steps=1,
+        batch_size=2,
+        seq_len=16,
+        overrides={"vocab_size": 256, "hidden_dim": 32, "num_layers": 1, "ffn_dim": 64},
+        peak_size=256,
+        ablation=True,
+    )
+    table = report["ablation"]
+    assert set(table) == set(VARIANTS)
+    first = table["current"]["loss_first"]
+    for name, row in table.items():
+        assert row["tokens_per_s"] > 0, name
+        assert row["loss_first"] == pytest.approx(first, abs=0.05), name
+    assert table["baseline"]["micro_batches"] == table["no_micro_split"]["micro_batches"] == 1
+    assert {n: getattr(model_module, n) for n in before} == before

@@ -170,6 +170,7 @@ def bench_train(
     include_prod: bool | None = None,
     peak_size: int = 0,
     baseline: bool = False,
+    ablation: bool = False,
 ) -> dict[str, Any]:
     """Time ``steps`` optimizer steps of ``preset`` after compiling; JSON-able report.
 
@@ -177,6 +178,7 @@ def bench_train(
     ``"baseline"``, with ``"speedup"``). ``include_prod`` None means: on an accelerator,
     when timing another preset, time ``prod`` too (under the key ``"prod"``). ``peak_size``
     is the peak matmul's side (0: :func:`training.flops.measure_peak_flops` picks).
+    ``ablation`` adds :func:`training.ablation.ablate`'s table under ``"ablation"``.
     """
     import jax
 
@@ -213,6 +215,10 @@ def bench_train(
     if baseline:
         report["baseline"] = _report(runs[1], peak)
         report["speedup"] = round(report["tokens_per_s"] / report["baseline"]["tokens_per_s"], 3)
+    if ablation:
+        from training.ablation import ablate
+
+        report["ablation"] = ablate(preset, steps, batch_size, seq_len, overrides, peak)
     if include_prod is None:
         include_prod = backend != "cpu" and preset != "prod" and not overrides
     if include_prod:
