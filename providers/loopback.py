@@ -13,8 +13,15 @@ tests can assert on what the client actually sent and when it hung up.
 
 Order of checks for each request (a scripted reply is only consumed by a request that passes
 them, exactly as a real provider would reject the request before "generating"): API key ->
-path -> JSON body -> model known -> capability (``suffix``, ``json_schema``) -> scripted reply
--> default answer.
+path -> JSON body -> model known -> capability (``suffix``, ``json_schema``) -> ``responder``
+-> scripted reply -> default answer.
+
+The optional ``responder`` is a function of the request (its :class:`RequestRecord`, body
+parsed) that returns a :class:`Reply` or None to fall through to the queues. It exists for
+stand-ins that must answer from the request's content rather than in a fixed order, such as
+the simulated council team of ``council bench humaneval --simulate`` (``council/simteam.py``),
+whose concurrent requests arrive in no fixed order. It runs on the handler's thread, so it
+must be thread-safe; an exception in it is answered with HTTP 500.
 """
 
 from __future__ import annotations
@@ -437,7 +444,15 @@ class _Handler(BaseHTTPRequestHandler):
                 suffix if isinstance(suffix, str) else ""
             )
 
-        reply = provider._next_reply(model)
+        reply = None
+        if provider.responder is not None:
+            try:
+                reply = provider.responder(record)
+            except Exception:
+                logger.exception("loopback responder failed")
+                reply = Reply(status=500)
+        if reply is None:
+            reply = provider._next_reply(model)
         record.reply = reply
         self._answer(
             chat=chat,
@@ -676,6 +691,7 @@ class LoopbackProvider:
         require_api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        responder: Callable[[RequestRecord], Reply | None] | None = None,
     ) -> None:
         if isinstance(models, str):
             models = (models,)
@@ -684,6 +700,7 @@ class LoopbackProvider:
         self.supports_json_schema = supports_json_schema
         self.chunk_delay = chunk_delay
         self.require_api_key = require_api_key
+        self.responder = responder
         self._host = host
         self._requested_port = port
         self._lock = threading.Lock()

@@ -18,7 +18,7 @@ import openai
 import pydantic
 import pytest
 
-from providers.loopback import LoopbackProvider, Reply, example_for_schema
+from providers.loopback import LoopbackProvider, Reply, RequestRecord, example_for_schema
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -489,6 +489,36 @@ def test_script_queue_per_model(lp: LoopbackProvider, client: httpx2.Client) -> 
     assert lp.requests == []
     assert ask("coder") == "loopback reply to: write hello world"
     assert [r.model for r in lp.requests] == ["coder"]
+
+
+def test_responder_answers_from_the_request_before_the_queue(
+    lp: LoopbackProvider, client: httpx2.Client
+) -> None:
+    """The hook sees the parsed request after the capability checks, wins over the queue,
+    and None falls through to the scripts; a failing responder is a 500, not a hang."""
+    seen: list[RequestRecord] = []
+
+    def responder(record: RequestRecord) -> Reply | None:
+        seen.append(record)
+        text = record.body["messages"][-1]["content"]
+        if text == "boom":
+            raise RuntimeError("responder bug")
+        return Reply(content=text.upper(), usage=(7, 3)) if text.startswith("echo") else None
+
+    lp.responder = responder
+    lp.script(Reply(content="scripted"))
+
+    def ask(text: str, model: str = "coder") -> httpx2.Response:
+        messages = [{"role": "user", "content": text}]
+        return client.post("/chat/completions", json={"model": model, "messages": messages})
+
+    answer = ask("echo me").json()
+    assert answer["choices"][0]["message"]["content"] == "ECHO ME"
+    assert answer["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    assert ask("something else").json()["choices"][0]["message"]["content"] == "scripted"
+    assert ask("boom").status_code == 500
+    assert ask("echo unknown model", model="nope").status_code == 404  # checks come first
+    assert [r.model for r in seen] == ["coder", "coder", "coder"]
 
 
 def test_require_api_key() -> None:
