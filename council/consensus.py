@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import string
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Literal
@@ -27,8 +26,8 @@ import anyio
 from pydantic import BaseModel, Field
 
 from council import prompts
-from council.events import Event, Events
-from council.pipeline import usage_by_role
+from council.events import Events
+from council.run_scope import RunScope
 from council.schemas import RoleUsage, TranscriptEntry, _Out
 from council.structured import ask
 from providers.base import ChatRequest, Message
@@ -183,52 +182,35 @@ async def deliberate(
     members: Sequence[Tier] | None = None,
     events: Events | None = None,
     seed: int | None = None,
+    session_id: str | None = None,
 ) -> DeliberationResult:
-    session = uuid.uuid4().hex[:12]
-    started = time.monotonic()
-    events = events or Events()
-    ledger = router.new_run()
+    scope = RunScope.open(router, events=events, session_id=session_id)
     tiers = list(members or default_members(router))
     names = [t.target for t in tiers]
-    transcript: list[TranscriptEntry] = []
-    rng = random.Random(seed if seed is not None else session)
-
-    def emit(kind: str, **fields: object) -> None:
-        events.emit(
-            Event(
-                kind=kind,  # type: ignore[arg-type]
-                session_id=session,
-                tokens_so_far=ledger.spent_tokens,
-                cost_so_far=round(ledger.spent_usd, 6),
-                **fields,  # type: ignore[arg-type]
-            )
-        )
-
-    emit("run_started", detail=f"deliberate with {len(tiers)} members")
+    rng = random.Random(seed if seed is not None else scope.session_id)
+    ledger, transcript, emit = scope.ledger, scope.transcript, scope.emit
     result = DeliberationResult(
-        session_id=session,
+        session_id=scope.session_id,
         status="failed",
         question=question,
         answers=[MemberAnswer(member=n) for n in names],
     )
-    try:
-        await _answers(router, question, tiers, result, ledger, transcript, emit)
-        answered = [a.member for a in result.answers if a.text]
-        if len(answered) >= 2:
-            await _rankings(router, question, tiers, result, ledger, transcript, emit, rng)
-            result.standings = borda(result.rankings, answered)
-        elif answered:
-            result.standings = borda({}, answered)
-        if answered:
-            await _chairman(router, question, result, ledger, transcript, emit)
-    except PolicyError as exc:
-        result.failed.append(f"stopped: {exc}")
-    finally:
-        result.usage = usage_by_role(ledger)
-        result.cost_usd = round(ledger.spent_usd, 6)
-        result.transcript = transcript
-        result.total_duration_secs = round(time.monotonic() - started, 3)
-        emit("run_finished", detail=result.status, ok=result.status == "approved", percent=100)
+    with scope.lifecycle(f"deliberate with {len(tiers)} members"):
+        try:
+            await _answers(router, question, tiers, result, ledger, transcript, emit)
+            answered = [a.member for a in result.answers if a.text]
+            if len(answered) >= 2:
+                await _rankings(router, question, tiers, result, ledger, transcript, emit, rng)
+                result.standings = borda(result.rankings, answered)
+            elif answered:
+                result.standings = borda({}, answered)
+            if answered:
+                await _chairman(router, question, result, ledger, transcript, emit)
+        except PolicyError as exc:
+            result.failed.append(f"stopped: {exc}")
+        finally:
+            scope.finish(result)
+        scope.outcome = result.status
     return result
 
 

@@ -14,18 +14,15 @@
 from __future__ import annotations
 
 import ast
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import anyio
 
-from council.events import Event, Events
+from council.events import Events
 from council.examples import docstring_examples, examples_test_module, existing_tests_for
-from council.pipeline import usage_by_role
+from council.run_scope import RunScope
 from council.sandbox import ExecutionResult, SandboxLimits, run_tests
 from council.schemas import (
     Bug,
@@ -146,30 +143,35 @@ async def run_local(
     workspace: Path | None,
     limits: SandboxLimits,
     python: str | None,
+    scope: RunScope | None = None,
     events: Events | None = None,
     reason: str = "",
     session_id: str | None = None,
 ) -> CouncilResult:
-    events = events or Events()
-    session = session_id or uuid.uuid4().hex[:12]
-    ledger = router.new_run()
-    started = time.monotonic()
+    """Local council mode for ``request``. Inside a run that fell back to it, pass that
+    run's ``scope`` (its session, ledger and events carry on); alone, a scope is opened
+    here with ``events`` and ``session_id``."""
+    if scope is not None:
+        return await _run_local(router, request, scope, workspace, limits, python, reason)
+    scope = RunScope.open(router, events=events, session_id=session_id)
+    with scope.lifecycle(f"{LOCAL_NOTE}; {request.mode}"):
+        result = await _run_local(router, request, scope, workspace, limits, python, reason)
+        scope.outcome = result.status
+        return result
+
+
+async def _run_local(
+    router: Router,
+    request: CouncilRequest,
+    scope: RunScope,
+    workspace: Path | None,
+    limits: SandboxLimits,
+    python: str | None,
+    reason: str,
+) -> CouncilResult:
     result = CouncilResult(
-        session_id=session, status="failed", mode=request.mode, council_mode="local"
+        session_id=scope.session_id, status="failed", mode=request.mode, council_mode="local"
     )
-
-    def emit(kind: str, **fields: Any) -> None:
-        events.emit(
-            Event(
-                kind=kind,
-                session_id=session,
-                tokens_so_far=ledger.spent_tokens,
-                cost_so_far=round(ledger.spent_usd, 6),
-                **fields,
-            )
-        )
-
-    emit("run_started", detail=f"{LOCAL_NOTE}; {request.mode}")
     ctx = request.context
     module = PurePosixPath(ctx.file_path or "solution.py").stem
     path = PurePosixPath(ctx.file_path).name if ctx.file_path else "solution.py"
@@ -184,12 +186,22 @@ async def run_local(
         examples = docstring_examples(ctx.file_text, ctx.symbol) if ctx.symbol else []
         tests = _example_tests(module, ctx.symbol, examples, workspace)
         mode = {"tests": _tests_mode, "debug": _debug_mode}.get(request.mode, _generate_mode)
-        await mode(_Job(router, result, request, module, path, tests, limits, python, emit, ledger))
+        await mode(
+            _Job(
+                router,
+                result,
+                request,
+                module,
+                path,
+                tests,
+                limits,
+                python,
+                scope.emit,
+                scope.ledger,
+            )
+        )
     finally:
-        result.usage = usage_by_role(ledger)
-        result.cost_usd = round(ledger.spent_usd, 6)
-        result.total_duration_secs = round(time.monotonic() - started, 3)
-        emit("run_finished", detail=result.status, ok=result.status == "approved", percent=100)
+        scope.finish(result)
     return result
 
 

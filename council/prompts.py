@@ -12,6 +12,7 @@ mode or appended by the client when the provider has none).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from council.schemas import (
     CodeBundle,
@@ -22,7 +23,7 @@ from council.schemas import (
     TestReport,
 )
 
-PROMPT_VERSION = "2026-11-22.1"
+PROMPT_VERSION = "2026-12-01.1"
 
 ORCHESTRATOR_DECOMPOSE = """\
 You are the orchestrator of a small team of coding agents: a researcher, a generator, a
@@ -191,23 +192,44 @@ def synthesis_prompt(
     tests: TestReport | None,
     pass_no: int,
     passes_left: int,
+    *,
+    disputed: Sequence[str] = (),
+    disputed_nodeids: frozenset[str] = frozenset(),
+    standing: str = "",
 ) -> str:
+    """What the orchestrator judges: the best candidate so far, its debugger report, its
+    real test run with the *disputed* tests (they fail code that the docstring examples and
+    the debugger accept, so the test may be what is wrong) shown apart from the others."""
     evidence = "not run"
     if tests is not None and tests.execution is not None:
         ex = tests.execution
-        failing = [c for c in ex.cases if c.outcome in ("failed", "error")]
+        failing = [
+            c
+            for c in ex.cases
+            if c.outcome in ("failed", "error") and c.nodeid not in disputed_nodeids
+        ]
         evidence = ex.summary() + "".join(
             f"\n- {c.outcome.upper()} {c.name}: {c.message[:600]}" for c in failing[:8]
         )
     elif tests is not None:
         evidence = f"{tests.verdict}: {tests.note}"
     return "\n".join(
-        [
+        p
+        for p in [
             describe_request(request),
             f"## Plan\n{dump(plan)}",
             f"## Code (pass {pass_no})\n{code_text(code)}",
+            f"## Evidence for this candidate (best of the run so far)\n{standing}"
+            if standing
+            else "",
             f"## Debugger report\n{dump(debug)}" if debug else "## Debugger report\nnone",
             f"## Test execution (real run)\n{evidence}",
+            _block(
+                "Disputed tests (they fail code that passes every docstring example and that "
+                "the debugger accepts: the test may be wrong; they do not block approval)",
+                "\n".join(f"- {d}" for d in disputed),
+            ),
             f"## Refinement passes left\n{passes_left}",
         ]
+        if p
     )

@@ -178,6 +178,59 @@ class TranscriptEntry(BaseModel):
     seconds: float = 0.0
 
 
+# -- the candidate pool (council/pool.py judges; these are what it records) ---------------
+
+
+class SuiteRecord(BaseModel):
+    """One test suite the tester wrote. ``path`` is where the sandbox runs it (one per
+    suite); ``suite.path`` is the tester's own choice."""
+
+    id: str
+    pass_no: int
+    path: str
+    suite: TestSuite
+
+
+class CandidateEvidence(BaseModel):
+    """What is known about one candidate; outcomes are pytest's (passed/failed/error...)."""
+
+    cases: dict[str, str] = Field(default_factory=dict, description="'s1::test_x' -> outcome")
+    suite_errors: dict[str, str] = Field(default_factory=dict, description="suite id -> error")
+    examples: dict[str, str] = Field(default_factory=dict, description="example test -> outcome")
+    examples_error: str | None = None
+    debugger: str | None = Field(None, description="the debugger's verdict, pass or fail")
+    bugs: list[str] = Field(default_factory=list)
+    static_errors: list[str] = Field(default_factory=list)
+
+
+class Candidate(BaseModel):
+    id: str
+    pass_no: int
+    index: int = Field(0, description="position among the pass's concurrent candidates")
+    provider: str | None = None
+    model: str | None = None
+    code: CodeBundle
+    evidence: CandidateEvidence = Field(default_factory=CandidateEvidence)
+
+
+class Dispute(BaseModel):
+    """A test case that fails code the examples and the debugger accept."""
+
+    case: str
+    suite_id: str
+    candidates: list[str]
+    message: str = ""
+
+
+class Choice(BaseModel):
+    """The pool's pick and why; ``ranking`` lists every candidate, best first."""
+
+    winner: str
+    reason: str
+    passed_everything: bool
+    ranking: list[str]
+
+
 Status = Literal["approved", "best_effort", "failed", "cancelled"]
 
 
@@ -200,6 +253,12 @@ class CouncilResult(BaseModel):
     test_report: TestReport | None = None
     synthesis: Synthesis | None = None
     refinement_passes: int = 0
+    candidates: list[Candidate] = Field(
+        default_factory=list, description="every candidate of the run, with its evidence"
+    )
+    suites: list[SuiteRecord] = Field(default_factory=list, description="every test suite")
+    choice: Choice | None = Field(None, description="which candidate became `code`, and why")
+    disputed_tests: list[Dispute] = Field(default_factory=list)
     total_duration_secs: float = 0.0
     summary: str = ""
     usage: list[RoleUsage] = Field(default_factory=list)

@@ -141,6 +141,20 @@ class CouncilConfig(_Strict):
         "auto", description="auto: the full council, or local mode when no chat model answers"
     )
     local_candidates: int = Field(4, ge=1, le=16, description="Samples in local mode.")
+    candidates_per_pass: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Candidates the generator writes concurrently each pass; all are reviewed "
+        "and run against every test suite of the run.",
+    )
+    escalate_after: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Failed passes after which the generator's next tier writes the next "
+        "candidate (and the one after, after as many more).",
+    )
 
 
 class SandboxConfig(_Strict):

@@ -111,7 +111,9 @@ def _document(server: CouncilServer, uri: str) -> tuple[str, int | None]:
     return text, doc.version
 
 
-Finish = Callable[[CouncilResult], Awaitable[tuple[str, dict[str, Any]]]]
+Finish = Callable[[Any], Awaitable[tuple[str, dict[str, Any]]]]
+#: starts the run: (engine, events, session id) -> a result with session_id/status/summary
+Job = Callable[[Any, Events, str], Awaitable[Any]]
 
 
 async def _run(
@@ -122,11 +124,31 @@ async def _run(
     uri: str | None,
     finish: Finish,
 ) -> dict[str, Any]:
-    """Run the council with progress; `finish` applies the result and says how it ended.
-
-    The progress always ends: with finish's message, the failure, or "Cancelled."."""
+    """Run the council pipeline on ``request`` (see :func:`_track`)."""
     from council.pipeline import Council
 
+    async def job(engine: Any, events: Events, session: str) -> CouncilResult:
+        council = Council(engine.router, workspace=server.state.workspace)
+        await _warn_missing_sandbox_layers(server)
+        return await council.run(request, events=events, session_id=session)
+
+    return await _track(server, params, title, uri, job, finish)
+
+
+async def _track(
+    server: CouncilServer,
+    params: types.ExecuteCommandParams,
+    title: str,
+    uri: str | None,
+    job: Job,
+    finish: Finish,
+) -> dict[str, Any]:
+    """Every council command's run: one session id (the one registered for cancellation is
+    the one the run reports), progress from the run's events, the engine held and released;
+    ``finish`` applies the result and says how it ended.
+
+    The progress always ends, and says how: with finish's message, the failure (a crash is
+    reported as a failure, never as "Cancelled."), or "Cancelled." when it was."""
     engine = await server.ready_engine()
     engine.runs += 1
     session = uuid.uuid4().hex[:12]
@@ -141,11 +163,9 @@ async def _run(
             server.runs[session].token = progress.token
             events = Events()
             events.subscribe(progress.on_event)
-            council = Council(engine.router, workspace=server.state.workspace)
-            await _warn_missing_sandbox_layers(server)
-            result = await council.run(request, events=events, session_id=session)
+            result = await job(engine, events, session)
             if result.status == "failed":
-                _show(server, types.MessageType.Error, f"{title} failed: {result.summary}")
+                _show(server, types.MessageType.Error, f"{title} failed: {_said(result)}")
             end, extra = await finish(result)
             return {**_summary(result, time.monotonic() - started), **extra}
         return {
@@ -157,7 +177,7 @@ async def _run(
     except ProviderError as exc:  # configuration/policy problems the pipeline re-raised
         end = f"Failed: {exc}"
         _show(server, types.MessageType.Error, f"{title} failed: {exc}")
-        return {"status": "failed", "summary": str(exc)}
+        return {"sessionId": session, "status": "failed", "summary": str(exc)}
     except Exception as exc:
         log.exception("%s crashed", title)
         end = f"Failed: internal error ({type(exc).__name__}); see the server log"
@@ -374,34 +394,26 @@ async def deliberate_query(
     server: CouncilServer, params: types.ExecuteCommandParams
 ) -> dict[str, Any]:
     args: RunArgs = _parse(RunArgs, params)
-    engine = await server.ready_engine()
-    engine.runs += 1
-    progress = ProgressReporter(server, params.work_done_token, "Council: Deliberate")
-    session = uuid.uuid4().hex[:12]
-    scope = anyio.CancelScope()
-    server.add_run(Run(session, "deliberate", scope, server.protocol.msg_id))
-    try:
-        with scope:
-            return await _deliberate(server, args, engine, progress, session)
-        return {"sessionId": session, "status": "cancelled"}
-    finally:
-        progress.end("Cancelled.")
-        server.runs.pop(session, None)
-        await server.release(engine)
-
-
-async def _deliberate(
-    server: CouncilServer, args: RunArgs, engine: Any, progress: ProgressReporter, session: str
-) -> dict[str, Any]:
-    from council.consensus import deliberate
     from providers.settings import Tier
 
-    await progress.begin()
-    server.runs[session].token = progress.token
-    events = Events()
-    events.subscribe(progress.on_event)
     members = [Tier(target=m) for m in args.members] or None
-    result = await deliberate(engine.router, args.query, members=members, events=events)
+
+    async def job(engine: Any, events: Events, session: str) -> Any:
+        from council.consensus import deliberate
+
+        return await deliberate(
+            engine.router, args.query, members=members, events=events, session_id=session
+        )
+
+    async def finish(result: Any) -> tuple[str, dict[str, Any]]:
+        report = await _report(server, result.session_id, _deliberation_markdown(args, result))
+        end = f"{result.status}: {len(result.standings)} members ranked"
+        return end, {"report": report, "finalAnswer": result.final_answer}
+
+    return await _track(server, params, "Council: Deliberate", args.uri, job, finish)
+
+
+def _deliberation_markdown(args: RunArgs, result: Any) -> str:
     lines = [
         f"# Council deliberation\n\n**Question:** {args.query}\n",
         "| rank | member | Borda | agreement |",
@@ -417,14 +429,7 @@ async def _deliberate(
         lines += ["", "## Dissent", *[f"- {d}" for d in result.dissent]]
     if result.failed:
         lines += ["", "## Failed members", *[f"- {f}" for f in result.failed]]
-    report = await _report(server, result.session_id, "\n".join(lines) + "\n")
-    progress.end(f"{result.status}: {len(result.standings)} members ranked")
-    return {
-        "sessionId": result.session_id,
-        "status": result.status,
-        "report": report,
-        "finalAnswer": result.final_answer,
-    }
+    return "\n".join(lines) + "\n"
 
 
 async def cancel(server: CouncilServer, params: types.ExecuteCommandParams) -> dict[str, Any]:
@@ -454,14 +459,21 @@ async def providers(server: CouncilServer, params: types.ExecuteCommandParams) -
 # -- reports ----------------------------------------------------------------------------------
 
 
-def _summary(result: CouncilResult | None, seconds: float) -> dict[str, Any]:
-    if result is None:
-        return {"status": "failed", "seconds": round(seconds, 3)}
+def _said(result: Any) -> str:
+    """A run's one-line account: the pipeline's summary, or what a deliberation lacked."""
+    return (
+        getattr(result, "summary", "")
+        or "; ".join(getattr(result, "failed", []))
+        or (result.status)
+    )
+
+
+def _summary(result: Any, seconds: float) -> dict[str, Any]:
     return {
         "sessionId": result.session_id,
         "status": result.status,
-        "councilMode": result.council_mode,
-        "summary": result.summary,
+        "councilMode": getattr(result, "council_mode", "deliberate"),
+        "summary": _said(result),
         "seconds": round(seconds, 3),
         "costUsd": result.cost_usd,
     }

@@ -302,6 +302,35 @@ async def test_deliberate_reports_standings(editor: Editor, tmp_path: Path) -> N
     assert Path(result.report.removeprefix("file://")).read_text().count("| lb") == 0
 
 
+async def test_deliberate_runs_like_every_command_one_session_and_cancellable(
+    editor: Editor,
+) -> None:
+    """Deliberate goes through the same run path as the other commands: the session it
+    registers for cancellation is the one it reports, and cancelling ends its progress."""
+    with LoopbackProvider(models=("m1", "m2")) as lb:
+        for m in ("m1", "m2"):
+            lb.script(Reply(content="slow", delay=30), model=m)
+        editor.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"council": {"providers": {"x": {"base_url": lb.base_url}}}}
+            )
+        )
+        task = asyncio.ensure_future(
+            editor.command(
+                "council.deliberate", {"query": "q", "members": ["x:m1", "x:m2"]}, "tok-d"
+            )
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if len(lb.requests) == 2:
+                break
+        cancelled = await editor.command("council.cancel", {})
+        result = await asyncio.wait_for(task, 10)
+    assert cancelled.cancelled == [result.sessionId] and result.status == "cancelled"
+    reports = editor.client.progress_reports["tok-d"]
+    assert kinds(reports)[-1] == "WorkDoneProgressEnd" and reports[-1].message == "Cancelled."
+
+
 async def test_cancel_stops_the_run_its_http_and_its_sandbox(
     editor: Editor, server: LoopbackProvider
 ) -> None:

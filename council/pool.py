@@ -1,0 +1,261 @@
+"""Every candidate a run produces, the evidence about each, and the choice between them.
+
+The council's judge is tests that another small model wrote, and those are wrong often
+enough (about 15% for a 7B coder, Chen et al., ACL 2025) that trusting them made
+self-debugging *worse* than the generator alone. So nothing here trusts one signal:
+
+* Every candidate is kept with all its evidence: each test case of every suite the run
+  produced (cross-execution, as in CodeT's dual agreement: every candidate runs every
+  suite), the docstring's examples (the user wrote those), the debugger's verdict and bugs,
+  and static errors.
+* A test case is *disputed* when it fails a candidate that the docstring examples and the
+  debugger both accept. It goes back to the tester as suspect, is shown apart in the
+  synthesis prompt, and cannot alone block approval.
+* The final code is the best candidate by the evidence, in this order: it compiles; the
+  share of docstring examples it passes; the share of undisputed test cases it passes; the
+  debugger's verdict; then how many other candidates behave exactly like it on the tests
+  (agreement between independent samples is evidence, CodeT); then the earlier one. So a
+  candidate that passed everything is never replaced by one that did not.
+
+The pool holds data and decides; running code and asking models is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from council.sandbox import ExecutionResult
+from council.schemas import (
+    Candidate,
+    Choice,
+    CodeBundle,
+    DebugReport,
+    Dispute,
+    StaticFinding,
+    SuiteRecord,
+    TestSuite,
+)
+
+#: the pytest module the docstring examples are written to (one test per example)
+EXAMPLES_PATH = "tests/test_council_examples.py"
+
+
+@dataclass
+class Pool:
+    """The candidates and suites of one run; ``examples`` is how many the docstring has."""
+
+    examples: int = 0
+    candidates: list[Candidate] = field(default_factory=list)
+    suites: list[SuiteRecord] = field(default_factory=list)
+    _messages: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    # -- recording ----------------------------------------------------------------------
+
+    def add_candidate(
+        self,
+        code: CodeBundle,
+        pass_no: int,
+        index: int = 0,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        static: Iterable[StaticFinding] = (),
+    ) -> Candidate:
+        candidate = Candidate(
+            id=f"c{len(self.candidates) + 1}",
+            pass_no=pass_no,
+            index=index,
+            provider=provider,
+            model=model,
+            code=code,
+        )
+        candidate.evidence.static_errors = [
+            f"{f.path}:{f.line}: {f.message}" for f in static if f.severity == "error"
+        ]
+        self.candidates.append(candidate)
+        return candidate
+
+    def add_suite(self, suite: TestSuite, pass_no: int, module: str) -> SuiteRecord:
+        """Keep ``suite``; it runs under a path of its own (``tests/test_<module>_s<N>.py``)
+        so that every suite of the run can be collected together against one candidate,
+        while ``suite.path`` stays the tester's (where tests mode writes it)."""
+        sid = f"s{len(self.suites) + 1}"
+        record = SuiteRecord(
+            id=sid, pass_no=pass_no, path=f"tests/test_{module}_{sid}.py", suite=suite
+        )
+        self.suites.append(record)
+        return record
+
+    def record_review(self, candidate: Candidate, debug: DebugReport | None) -> None:
+        if debug is None:
+            return
+        candidate.evidence.debugger = debug.verdict
+        candidate.evidence.bugs = [
+            f"line {b.line} ({b.severity}): {b.description}" for b in debug.bugs
+        ][:8]
+
+    def pending(self, candidate: Candidate) -> list[SuiteRecord]:
+        """Suites not yet run against ``candidate``."""
+        ev = candidate.evidence
+        seen = {key.split("::", 1)[0] for key in ev.cases} | set(ev.suite_errors)
+        return [s for s in self.suites if s.id not in seen]
+
+    def record_execution(
+        self,
+        candidate: Candidate,
+        execution: ExecutionResult,
+        suites: Iterable[SuiteRecord],
+        *,
+        examples: bool = False,
+    ) -> None:
+        """File each case of one sandbox run under its suite (by path); a suite that ran no
+        case (it did not import, the run timed out) gets the run's error instead."""
+        ev = candidate.evidence
+        by_path = {s.path: s for s in suites}
+        counted: set[str] = set()
+        for case in execution.cases:
+            path = case.nodeid.split("::", 1)[0]
+            name = case.nodeid.split("::", 1)[-1]
+            if examples and path == EXAMPLES_PATH:
+                ev.examples[name] = case.outcome
+                counted.add(EXAMPLES_PATH)
+            elif path in by_path:
+                key = f"{by_path[path].id}::{name}"
+                ev.cases[key] = case.outcome
+                counted.add(path)
+                if case.outcome in ("failed", "error") and case.message:
+                    self._messages.setdefault((candidate.id, key), case.message.strip()[:300])
+        problem = execution.error or ("timed out" if execution.timed_out else "no test ran")
+        for path, suite in by_path.items():
+            if path not in counted:
+                ev.suite_errors[suite.id] = problem
+        if examples and EXAMPLES_PATH not in counted:
+            ev.examples_error = problem
+
+    # -- judging ------------------------------------------------------------------------
+
+    def vouched(self, candidate: Candidate) -> bool:
+        """The docstring examples all pass and the debugger found nothing."""
+        ev = candidate.evidence
+        return (
+            self.examples > 0
+            and len(ev.examples) >= self.examples
+            and all(o == "passed" for o in ev.examples.values())
+            and ev.debugger == "pass"
+            and not ev.static_errors
+        )
+
+    def disputes(self) -> list[Dispute]:
+        """Test cases that fail a vouched-for candidate, with the failure's message."""
+        found: dict[str, Dispute] = {}
+        for candidate in self.candidates:
+            if not self.vouched(candidate):
+                continue
+            for key, outcome in candidate.evidence.cases.items():
+                if outcome not in ("failed", "error"):
+                    continue
+                dispute = found.setdefault(
+                    key,
+                    Dispute(
+                        case=key,
+                        suite_id=key.split("::", 1)[0],
+                        candidates=[],
+                        message=self._messages.get((candidate.id, key), ""),
+                    ),
+                )
+                dispute.candidates.append(candidate.id)
+        return list(found.values())
+
+    def _signature(self, candidate: Candidate, disputed: set[str]) -> tuple[tuple[str, bool], ...]:
+        cases = candidate.evidence.cases
+        return tuple(sorted((k, v == "passed") for k, v in cases.items() if k not in disputed))
+
+    def score(self, candidate: Candidate, disputed: set[str] | None = None) -> tuple[float, ...]:
+        """The ranking key (higher is better); see the module docstring for the order."""
+        disputed = self.disputes_keys() if disputed is None else disputed
+        ev = candidate.evidence
+        compiles = 0.0 if ev.static_errors else 1.0
+        if self.examples:
+            examples = sum(o == "passed" for o in ev.examples.values()) / self.examples
+        else:
+            examples = 1.0
+        undisputed = [v for k, v in ev.cases.items() if k not in disputed]
+        errored = len(ev.suite_errors)
+        total = len(undisputed) + errored
+        tests = sum(v == "passed" for v in undisputed) / total if total else 0.5
+        debugger = {"pass": 1.0, "fail": 0.0}.get(ev.debugger or "", 0.5)
+        mine = self._signature(candidate, disputed)
+        agreement = sum(
+            1
+            for other in self.candidates
+            if other.id != candidate.id and mine and self._signature(other, disputed) == mine
+        )
+        order = -float(self.candidates.index(candidate))
+        return (compiles, examples, tests, debugger, float(agreement), order)
+
+    def disputes_keys(self) -> set[str]:
+        return {d.case for d in self.disputes()}
+
+    def passed_everything(self, candidate: Candidate, disputed: set[str] | None = None) -> bool:
+        """Compiles, every example and every undisputed case passed, the debugger agreed,
+        and there was evidence to pass (at least one example or undisputed case)."""
+        disputed = self.disputes_keys() if disputed is None else disputed
+        ev = candidate.evidence
+        undisputed = [v for k, v in ev.cases.items() if k not in disputed]
+        examples_ok = len(ev.examples) >= self.examples and all(
+            o == "passed" for o in ev.examples.values()
+        )
+        return (
+            not ev.static_errors
+            and examples_ok
+            and not ev.suite_errors
+            and all(v == "passed" for v in undisputed)
+            and (bool(undisputed) or self.examples > 0)
+            and ev.debugger != "fail"
+        )
+
+    def choose(self) -> Choice:
+        if not self.candidates:
+            raise ValueError("the pool has no candidate")
+        disputed = self.disputes_keys()
+        ranked = sorted(self.candidates, key=lambda c: self.score(c, disputed), reverse=True)
+        best = ranked[0]
+        return Choice(
+            winner=best.id,
+            reason=self.explain(best, disputed),
+            passed_everything=self.passed_everything(best, disputed),
+            ranking=[c.id for c in ranked],
+        )
+
+    def explain(self, candidate: Candidate, disputed: set[str] | None = None) -> str:
+        """One line of evidence for ``candidate``, as the result and the prompts show it."""
+        disputed = self.disputes_keys() if disputed is None else disputed
+        ev = candidate.evidence
+        parts = [f"{candidate.id} (pass {candidate.pass_no})"]
+        if ev.static_errors:
+            parts.append(f"{len(ev.static_errors)} static error(s)")
+        if self.examples:
+            ok = sum(o == "passed" for o in ev.examples.values())
+            parts.append(f"examples {ok}/{self.examples}")
+        undisputed = {k: v for k, v in ev.cases.items() if k not in disputed}
+        if undisputed or ev.suite_errors:
+            ok = sum(v == "passed" for v in undisputed.values())
+            suites = len({k.split("::", 1)[0] for k in undisputed} | set(ev.suite_errors))
+            parts.append(f"tests {ok}/{len(undisputed)} over {suites} suite(s)")
+        if ev.suite_errors:
+            parts.append(f"{len(ev.suite_errors)} suite(s) did not run")
+        ignored = [k for k in ev.cases if k in disputed and ev.cases[k] != "passed"]
+        if ignored:
+            parts.append(f"{len(ignored)} disputed test(s) ignored")
+        if ev.debugger:
+            parts.append(f"debugger: {ev.debugger}")
+        return ", ".join(parts)
+
+    def get(self, candidate_id: str) -> Candidate:
+        return next(c for c in self.candidates if c.id == candidate_id)
+
+    def module_of(self, candidate: Candidate) -> str:
+        files = candidate.code.files
+        return PurePosixPath(files[0].path).stem if files else "solution"

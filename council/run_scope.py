@@ -1,0 +1,123 @@
+"""One run's lifecycle, written once: identity, ledger, events, cancellation, final figures.
+
+The pipeline, local council mode and consensus mode each used to open a run their own way
+(their own session id, ledger, event helper and end-of-run bookkeeping), and they drifted:
+a crash in the language server's *Deliberate* path ended its progress as "Cancelled.", and
+the session id it registered for cancellation was not the one the run reported. A
+:class:`RunScope` is now the only place that
+
+* makes the session id (or takes the caller's, so cancellation and the result agree),
+* owns the usage ledger (budgets are per run) and the transcript and error list,
+* emits events with the running token and cost totals,
+* brackets the run with ``run_started`` / ``run_finished``, where ``run_finished`` says how
+  the run really ended: its status, ``cancelled`` when it was cancelled, ``failed`` (with
+  the exception named) when it crashed,
+* and writes the final usage, cost and duration into the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from council.events import Event, Events
+from council.schemas import RoleUsage, TranscriptEntry
+from providers.budget import RunContext
+from providers.router import Router
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class RunScope:
+    session_id: str
+    ledger: RunContext
+    events: Events
+    started: float = field(default_factory=time.monotonic)
+    pass_no: int = 0
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    #: how the run ended, set by the code that knows (a status such as ``approved``)
+    outcome: str | None = None
+
+    @classmethod
+    def open(
+        cls, router: Router, *, events: Events | None = None, session_id: str | None = None
+    ) -> RunScope:
+        return cls(
+            session_id=session_id or new_session_id(),
+            ledger=router.new_run(),
+            events=events or Events(),
+        )
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        fields.setdefault("pass_no", self.pass_no)
+        self.events.emit(
+            Event(
+                kind=kind,  # type: ignore[arg-type]
+                session_id=self.session_id,
+                tokens_so_far=self.ledger.spent_tokens,
+                cost_so_far=round(self.ledger.spent_usd, 6),
+                **fields,
+            )
+        )
+
+    @contextlib.contextmanager
+    def lifecycle(self, detail: str) -> Iterator[RunScope]:
+        """``run_started`` now; ``run_finished`` however the body ends (see the module
+        docstring for what it says)."""
+        self.emit("run_started", detail=detail)
+        try:
+            yield self
+        except anyio.get_cancelled_exc_class():
+            self.outcome = "cancelled"
+            raise
+        except BaseException as exc:
+            self.outcome = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            raise
+        finally:
+            outcome = self.outcome or "failed"
+            self.emit("run_finished", detail=outcome, ok=outcome == "approved", percent=100)
+
+    def seconds(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def usage(self) -> list[RoleUsage]:
+        return usage_by_role(self.ledger)
+
+    def finish(self, result: Any) -> Any:
+        """Write duration, usage, cost, transcript and errors into ``result`` (any result
+        model with those fields; what it already holds is kept) and return it."""
+        result.total_duration_secs = self.seconds()
+        result.usage = self.usage()
+        result.cost_usd = round(self.ledger.spent_usd, 6)
+        result.transcript = [*result.transcript, *self.transcript]
+        if hasattr(result, "errors"):
+            result.errors = list(dict.fromkeys([*result.errors, *self.errors]))
+        return result
+
+
+def usage_by_role(ledger: RunContext) -> list[RoleUsage]:
+    """Successful calls per (role, provider, model): calls, tokens, cost and latency."""
+    rows: dict[tuple[str, str, str], RoleUsage] = {}
+    for r in ledger.records:
+        if r.outcome != "ok":
+            continue
+        row = rows.setdefault(
+            (r.role, r.provider, r.model),
+            RoleUsage(role=r.role, provider=r.provider, model=r.model),
+        )
+        row.calls += 1
+        row.prompt_tokens += r.prompt_tokens
+        row.completion_tokens += r.completion_tokens
+        row.cost_usd = round(row.cost_usd + r.cost_usd, 6)
+        row.latency_s = round(row.latency_s + r.latency_s, 4)
+    return list(rows.values())
