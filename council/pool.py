@@ -182,7 +182,7 @@ class Pool:
         else:
             examples = 1.0
         undisputed = [v for k, v in ev.cases.items() if k not in disputed]
-        errored = len(ev.suite_errors)
+        errored = len(set(ev.suite_errors) - set(self.broken_suites()))
         total = len(undisputed) + errored
         tests = sum(v == "passed" for v in undisputed) / total if total else 0.5
         debugger = {"pass": 1.0, "fail": 0.0}.get(ev.debugger or "", 0.5)
@@ -198,6 +198,28 @@ class Pool:
     def disputes_keys(self) -> set[str]:
         return {d.case for d in self.disputes()}
 
+    def broken_suites(self) -> dict[str, str]:
+        """Suites that ran no test against any candidate, although some candidate ran other
+        tests fine (so its module imports): the suite is at fault, and it is left out of
+        the evidence like a disputed test. Suite id -> the error."""
+        broken: dict[str, str] = {}
+        for suite in self.suites:
+            ran = [c for c in self.candidates if suite.id in c.evidence.suite_errors]
+            if not ran or any(
+                k.startswith(f"{suite.id}::") for c in self.candidates for k in c.evidence.cases
+            ):
+                continue
+            healthy = any(
+                any(
+                    o == "passed"
+                    for o in (*c.evidence.cases.values(), *c.evidence.examples.values())
+                )
+                for c in ran
+            )
+            if healthy:
+                broken[suite.id] = ran[0].evidence.suite_errors[suite.id]
+        return broken
+
     def passed_everything(self, candidate: Candidate, disputed: set[str] | None = None) -> bool:
         """Compiles, every example and every undisputed case passed, the debugger agreed,
         and there was evidence to pass (at least one example or undisputed case)."""
@@ -210,7 +232,7 @@ class Pool:
         return (
             not ev.static_errors
             and examples_ok
-            and not ev.suite_errors
+            and not set(ev.suite_errors) - set(self.broken_suites())
             and all(v == "passed" for v in undisputed)
             and (bool(undisputed) or self.examples > 0)
             and ev.debugger != "fail"
@@ -240,12 +262,17 @@ class Pool:
             ok = sum(o == "passed" for o in ev.examples.values())
             parts.append(f"examples {ok}/{self.examples}")
         undisputed = {k: v for k, v in ev.cases.items() if k not in disputed}
+        broken = set(self.broken_suites())
         if undisputed or ev.suite_errors:
             ok = sum(v == "passed" for v in undisputed.values())
-            suites = len({k.split("::", 1)[0] for k in undisputed} | set(ev.suite_errors))
+            suites = len(
+                {k.split("::", 1)[0] for k in undisputed} | (set(ev.suite_errors) - broken)
+            )
             parts.append(f"tests {ok}/{len(undisputed)} over {suites} suite(s)")
-        if ev.suite_errors:
-            parts.append(f"{len(ev.suite_errors)} suite(s) did not run")
+        if set(ev.suite_errors) - broken:
+            parts.append(f"{len(set(ev.suite_errors) - broken)} suite(s) did not run")
+        if set(ev.suite_errors) & broken:
+            parts.append(f"{len(set(ev.suite_errors) & broken)} broken suite(s) ignored")
         ignored = [k for k in ev.cases if k in disputed and ev.cases[k] != "passed"]
         if ignored:
             parts.append(f"{len(ignored)} disputed test(s) ignored")

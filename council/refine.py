@@ -444,6 +444,11 @@ class Refinement:
                 f"({', '.join(dispute.candidates)}). {dispute.message[:300]} Check its expected "
                 "value against the specification; fix or drop it."
             )
+        for sid, error in self.pool.broken_suites().items():
+            out.setdefault("tester", []).append(
+                f"Your test suite {sid} ran no test against any candidate ({error[:200]}); "
+                "write a complete pytest module that imports the code under test."
+            )
         if not out:
             out[fixer] = [synthesis.summary]
         return out

@@ -150,3 +150,25 @@ def test_suites_that_did_not_run_are_errors_and_pending_tracks_cross_execution()
     assert c1.evidence.static_errors == ["m.py:1: bad"]
     choice = pool.choose()
     assert not choice.passed_everything and "1 static error" in choice.reason
+
+
+def test_a_suite_that_runs_nothing_anywhere_is_the_suites_fault():
+    pool = Pool(examples=1)
+    c1 = pool.add_candidate(_code("a"), 1)
+    s1 = pool.add_suite(_suite(), 1, "m")
+    s2 = pool.add_suite(_suite(), 2, "m")
+    example = f"{EXAMPLES_PATH}::test_example_1"
+    pool.record_execution(
+        c1, _run({example: "passed", f"{s1.path}::t": "passed"}), [s1], examples=True
+    )
+    pool.record_execution(c1, _run({}, error="no tests collected"), [s2])
+    pool.record_review(c1, _verdict(True))
+    assert pool.broken_suites() == {"s2": "no tests collected"}
+    choice = pool.choose()
+    assert choice.passed_everything and "1 broken suite(s) ignored" in choice.reason
+    # a candidate whose module does not import at all gets no such benefit of the doubt
+    bad = Pool()
+    c = bad.add_candidate(_code("b"), 1)
+    t = bad.add_suite(_suite(), 1, "m")
+    bad.record_execution(c, _run({}, error="ImportError"), [t])
+    assert bad.broken_suites() == {} and not bad.choose().passed_everything
