@@ -104,13 +104,21 @@ class CrossExecutor:
             )
 
     def report(self, candidate: Candidate, suite: SuiteRecord | None) -> TestReport:
-        """``candidate``'s run of ``suite`` (the pass's newest) as the result shows it."""
-        if suite is None:
-            return TestReport(verdict="error", note="the tester did not run")
-        for ids, execution in reversed(self.runs.get(candidate.id, [])):
-            if suite.id in ids:
+        """``candidate``'s run of ``suite`` (the pass's newest; None: its latest run of
+        anything, e.g. the docstring examples when no tester wrote a suite)."""
+        runs = self.runs.get(candidate.id, [])
+        for ids, execution in reversed(runs):
+            if suite is None or suite.id in ids:
                 verdict = "pass" if execution.ok else ("error" if execution.error else "fail")
-                return TestReport(verdict=verdict, suite=suite.suite, execution=execution)
+                shown = suite or next((s for s in self.pool.suites if s.id in ids), None)
+                return TestReport(
+                    verdict=verdict,
+                    suite=shown.suite if shown else None,
+                    execution=execution,
+                    note="" if ids else "the docstring's examples",
+                )
+        if suite is None:
+            return TestReport(verdict="skipped", note="no tests or docstring examples to run")
         return TestReport(verdict="error", suite=suite.suite, note="not run against this code")
 
 

@@ -21,7 +21,14 @@ from pathlib import Path, PurePosixPath
 import anyio
 
 from council.events import Events
-from council.examples import docstring_examples, examples_test_module, existing_tests_for
+from council.evidence import CrossExecutor
+from council.examples import (
+    Example,
+    docstring_examples,
+    examples_test_module,
+    existing_tests_for,
+)
+from council.pool import Pool
 from council.run_scope import RunScope
 from council.sandbox import ExecutionResult, SandboxLimits, run_tests
 from council.schemas import (
@@ -35,7 +42,7 @@ from council.schemas import (
     TestReport,
     TestSuite,
 )
-from council.static import Finding, analyse, score
+from council.static import Finding, analyse
 from providers.base import CompletionRequest
 from providers.budget import RunContext
 from providers.errors import ProviderError
@@ -44,22 +51,6 @@ from providers.settings import Tier
 
 LOCAL_NOTE = "Local council mode: no chat model was reachable"
 Emit = Callable[..., None]
-
-
-@dataclass
-class Candidate:
-    index: int
-    body: str
-    text: str
-    findings: list[Finding]
-    execution: ExecutionResult | None = None
-
-    def rank(self) -> tuple[float, ...]:
-        ex = self.execution
-        passed = ex.passed if ex else 0
-        broken = (ex.failed + ex.errors) if ex else 0
-        errors = sum(1 for f in self.findings if f.severity == "error")
-        return (-errors if errors else 0, passed - broken, score(self.findings), -self.index)
 
 
 @dataclass
@@ -76,6 +67,8 @@ class _Job:
     python: str | None
     emit: Emit
     ledger: RunContext
+    examples: list[Example]
+    existing: dict[str, str]
 
     async def execute(self, code: dict[str, str], tests: dict[str, str]) -> ExecutionResult | None:
         if not tests:
@@ -184,7 +177,8 @@ async def _run_local(
             )
             return result
         examples = docstring_examples(ctx.file_text, ctx.symbol) if ctx.symbol else []
-        tests = _example_tests(module, ctx.symbol, examples, workspace)
+        existing = _existing_tests(module, ctx.symbol, workspace)
+        tests = {**_example_tests(module, ctx.symbol, examples), **existing}
         mode = {"tests": _tests_mode, "debug": _debug_mode}.get(request.mode, _generate_mode)
         await mode(
             _Job(
@@ -198,6 +192,8 @@ async def _run_local(
                 python,
                 scope.emit,
                 scope.ledger,
+                examples,
+                existing,
             )
         )
     finally:
@@ -205,12 +201,14 @@ async def _run_local(
     return result
 
 
-def _example_tests(
-    module: str, symbol: str | None, examples: list, workspace: Path | None
-) -> dict[str, str]:
-    files: dict[str, str] = {}
+def _example_tests(module: str, symbol: str | None, examples: list[Example]) -> dict[str, str]:
     if symbol and examples:
-        files[f"test_{module}_examples.py"] = examples_test_module(module, symbol, examples)
+        return {f"test_{module}_examples.py": examples_test_module(module, symbol, examples)}
+    return {}
+
+
+def _existing_tests(module: str, symbol: str | None, workspace: Path | None) -> dict[str, str]:
+    files: dict[str, str] = {}
     if workspace is not None and symbol:
         for rel in existing_tests_for(workspace, module, symbol.split(".")[0]):
             try:
@@ -290,20 +288,37 @@ async def _generate_mode(job: _Job) -> None:
         async with anyio.create_task_group() as group:
             for i in range(count):
                 group.start_soon(sample, i)
-    candidates = [
-        Candidate(i, b, prefix + b.lstrip() + suffix, analyse(prefix + b.lstrip() + suffix))
-        for i, b in enumerate(bodies)
-        if b and b.strip()
-    ]
+    pool = Pool()
+    executor = CrossExecutor(
+        pool,
+        module=job.module,
+        symbol=ctx.symbol,
+        examples=job.examples,
+        workspace=None,
+        copy_list=lambda code: [],
+        limits=job.limits,
+        python=job.python,
+    )
+    for rel, content in job.existing.items():
+        pool.add_suite(TestSuite(path=rel, content=content), 1, job.module, trusted=True)
+    for i, body in enumerate(bodies):
+        if body and body.strip():
+            text = prefix + body.lstrip() + suffix
+            code = CodeBundle(
+                files=[CodeFile(path=path, content=text)],
+                explanation=f"Candidate {i + 1} of {count} from {source}",
+            )
+            candidate = pool.add_candidate(code, 1, i, static=_static(path, analyse(text)))
+            pool.record_review(candidate, _static_report(analyse(text)))
     emit(
         "stage_finished",
         stage="generate",
         role="generator",
         percent=50,
-        detail=f"{len(candidates)} candidates",
-        ok=bool(candidates),
+        detail=f"{len(pool.candidates)} candidates",
+        ok=bool(pool.candidates),
     )
-    if not candidates:
+    if not pool.candidates:
         result.summary = f"{LOCAL_NOTE}; the completion model produced no usable candidate."
         return
     emit(
@@ -313,29 +328,30 @@ async def _generate_mode(job: _Job) -> None:
         percent=55,
         detail=f"running {len(tests)} test file(s) against each candidate",
     )
-    for candidate in candidates:
-        candidate.execution = await job.execute({path: candidate.text}, tests)
-    best = max(candidates, key=Candidate.rank)
-    emit("stage_finished", stage="review", role="tester", percent=90)
-    result.code = CodeBundle(
-        files=[CodeFile(path=path, content=best.text)],
-        explanation=f"Candidate {best.index + 1} of {count} from {source}",
-        assumptions=[],
+    await executor.run()
+    choice = pool.choose()
+    best = pool.get(choice.winner)
+    emit("stage_finished", stage="review", role="tester", percent=90, detail=choice.reason)
+    result.code = best.code
+    result.candidates, result.suites, result.choice = (
+        list(pool.candidates),
+        list(pool.suites),
+        choice,
     )
-    result.static_findings = _static(path, best.findings)
-    result.debug_report = _static_report(best.findings)
-    ex = best.execution
-    result.test_report = _report(tests, ex)
-    clean = not any(f.severity == "error" for f in best.findings)
-    result.status = "approved" if (ex is not None and ex.ok and clean) else "best_effort"
+    text = best.code.files[0].content
+    result.static_findings = _static(path, analyse(text))
+    result.debug_report = _static_report(analyse(text))
+    result.test_report = executor.report(best, None)
+    ex = result.test_report.execution
+    result.status = "approved" if choice.passed_everything else "best_effort"
     evidence = ex.summary() if ex else "no docstring examples or existing tests to run"
     verdict = ""
-    if ex is not None and not ex.ok:
+    if not choice.passed_everything:
         verdict = " None of them passes the docstring examples and tests, so it is not approved."
     result.summary = (
-        f"{LOCAL_NOTE}. Sampled {len(candidates)} candidates from {source}; "
+        f"{LOCAL_NOTE}. Sampled {len(pool.candidates)} candidates from {source}; "
         f"picked candidate {best.index + 1}: tests {evidence}; "
-        f"{len(best.findings)} static findings.{verdict}"
+        f"{len(result.static_findings)} static findings.{verdict}"
     )
 
 

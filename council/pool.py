@@ -77,14 +77,17 @@ class Pool:
         self.candidates.append(candidate)
         return candidate
 
-    def add_suite(self, suite: TestSuite, pass_no: int, module: str) -> SuiteRecord:
-        """Keep ``suite``; it runs under a path of its own (``tests/test_<module>_s<N>.py``)
-        so that every suite of the run can be collected together against one candidate,
-        while ``suite.path`` stays the tester's (where tests mode writes it)."""
+    def add_suite(
+        self, suite: TestSuite, pass_no: int, module: str, *, trusted: bool = False
+    ) -> SuiteRecord:
+        """Keep ``suite``. A tester's suite runs under a path of its own
+        (``tests/test_<module>_s<N>.py``) so that every suite of the run can be collected
+        together against one candidate, while ``suite.path`` stays the tester's (where tests
+        mode writes it). A ``trusted`` suite (the user's own tests) runs where it lives and
+        is never disputed."""
         sid = f"s{len(self.suites) + 1}"
-        record = SuiteRecord(
-            id=sid, pass_no=pass_no, path=f"tests/test_{module}_{sid}.py", suite=suite
-        )
+        path = suite.path if trusted else f"tests/test_{module}_{sid}.py"
+        record = SuiteRecord(id=sid, pass_no=pass_no, path=path, suite=suite, trusted=trusted)
         self.suites.append(record)
         return record
 
@@ -150,11 +153,12 @@ class Pool:
     def disputes(self) -> list[Dispute]:
         """Test cases that fail a vouched-for candidate, with the failure's message."""
         found: dict[str, Dispute] = {}
+        trusted = {s.id for s in self.suites if s.trusted}
         for candidate in self.candidates:
             if not self.vouched(candidate):
                 continue
             for key, outcome in candidate.evidence.cases.items():
-                if outcome not in ("failed", "error"):
+                if outcome not in ("failed", "error") or key.split("::", 1)[0] in trusted:
                     continue
                 dispute = found.setdefault(
                     key,

@@ -189,6 +189,7 @@ class SuiteRecord(BaseModel):
     pass_no: int
     path: str
     suite: TestSuite
+    trusted: bool = Field(False, description="the user's own tests: never disputed")
 
 
 class CandidateEvidence(BaseModel):
