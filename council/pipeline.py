@@ -1,15 +1,15 @@
 """The council pipeline: Decompose -> Research -> Generate -> Review -> Synthesise -> refine.
 
-One `Council` serves many runs; each `run()` is independent (its own usage ledger, transcript
-and session id) so the language server can run several at once.
+One `Council` serves many runs; each `run()` is independent (its own :class:`RunScope`:
+session id, usage ledger, transcript, events) so the language server can run several at
+once. This module opens the run, plans and researches, and handles how a run can stop
+(provider errors, budgets, no reachable model: local council mode); the refine loop, where
+candidates are written, reviewed, cross-executed and judged, is :mod:`council.refine`.
 
-The review stage runs the debugger (a model, plus static analysis) and the tester (a model
-that writes a pytest module, which the sandbox then really executes) concurrently in one
-anyio task group. The orchestrator's verdict is checked against that evidence: the pipeline
-never reports APPROVED while executed tests fail, whatever score the model gave, and the
-failing tests' names and errors are always passed on to the generator with the
-orchestrator's own feedback. After `max_refinement_passes` refinements the best code so far
-is returned with status `best_effort` and a summary that says what is still failing.
+The orchestrator's verdict is checked against the evidence: the pipeline never reports
+APPROVED for code that fails an undisputed test or a docstring example, whatever score the
+model gave. After `max_refinement_passes` refinements the best candidate of the run (not the
+last) is returned with status `best_effort` and a summary that says what is still failing.
 
 Mode flows:
 - generate: the generator writes the file(s); debugger and tester review.
