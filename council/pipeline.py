@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -197,18 +197,9 @@ class Council:
 
     # -- one structured call, with events and transcript ---------------------------------------
 
-    async def _stage(
-        self,
-        scope: RunScope,
-        stage: str,
-        role: str,
-        model: type[M],
-        system: str,
-        prompt: str,
-        *,
-        request: CouncilRequest | None = None,
-    ) -> M:
-        value, _ = await self.call(scope, stage, role, model, system, prompt, request=request)
+    async def _stage(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call` for its value only."""
+        value, _ = await self.call(*args, **kwargs)
         return value
 
     async def call(

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+from pydantic import BaseModel
 
 from council import prompts
 from council.evidence import CrossExecutor
@@ -57,6 +58,8 @@ from providers.settings import Tier
 
 if TYPE_CHECKING:
     from council.pipeline import Council
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Refinement:
@@ -292,55 +295,40 @@ class Refinement:
         shown = new[0] if new else self._best()
 
         async def debugger(candidate: Candidate) -> None:
-            try:
-                report = await self.council._stage(
-                    self.scope,
-                    "review",
-                    "debugger",
-                    DebugReport,
-                    prompts.DEBUGGER,
-                    prompts.debug_prompt(
-                        self.request, self.plan, candidate.code, feedback.get("debugger", [])
-                    ),
-                    request=self.request,
-                )
-            except PolicyError:
-                raise
-            except ProviderError as exc:
-                self.scope.errors.append(f"debugger: {exc}")
-                return
-            self.reviews[candidate.id] = report
-            self.pool.record_review(candidate, report)
+            prompt = prompts.debug_prompt(
+                self.request, self.plan, candidate.code, feedback.get("debugger", [])
+            )
+            report = await self._review_call("debugger", DebugReport, prompts.DEBUGGER, prompt)
+            if report is not None:
+                self.reviews[candidate.id] = report
+                self.pool.record_review(candidate, report)
 
         async def tester() -> None:
             nonlocal suite_record
-            try:
-                suite = await self.council._stage(
-                    self.scope,
-                    "review",
-                    "tester",
-                    TestSuite,
-                    prompts.TESTER,
-                    prompts.test_prompt(
-                        self.request,
-                        self.plan,
-                        shown.code,
-                        self.module,
-                        feedback.get("tester", []),
-                    ),
-                    request=self.request,
-                )
-            except PolicyError:
-                raise
-            except ProviderError as exc:
-                self.scope.errors.append(f"tester: {exc}")
-                return
-            suite_record = self._add_suite(suite)
-            await self._cross_execute()
+            prompt = prompts.test_prompt(
+                self.request, self.plan, shown.code, self.module, feedback.get("tester", [])
+            )
+            suite = await self._review_call("tester", TestSuite, prompts.TESTER, prompt)
+            if suite is not None:
+                suite_record = self._add_suite(suite)
+                await self._cross_execute()
 
         await concurrently([*(lambda c=c: debugger(c) for c in new), tester])
         await self._cross_execute()  # examples of new candidates when the tester failed
         return suite_record
+
+    async def _review_call(self, role: str, model: type[M], system: str, prompt: str) -> M | None:
+        """A reviewer's answer, or None when its provider failed (noted in the errors; the
+        other reviewer's evidence still counts). Budget and policy stops end the run."""
+        try:
+            return await self.council._stage(
+                self.scope, "review", role, model, system, prompt, request=self.request
+            )
+        except PolicyError:
+            raise
+        except ProviderError as exc:
+            self.scope.errors.append(f"{role}: {exc}")
+            return None
 
     def _add_suite(self, suite: TestSuite) -> SuiteRecord:
         for record in self.pool.suites:
