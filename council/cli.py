@@ -314,6 +314,17 @@ def _bench(args: argparse.Namespace) -> int:
         )
         print(json.dumps(report, indent=2))
         return 0
+    if args.bench == "humaneval":
+        from council.bench_humaneval import bench_from_args
+
+        settings = None if args.simulate else _load(args).settings
+        try:
+            report = anyio.run(bench_from_args, args, settings)
+        except ValueError as exc:  # a bad --problems or --simulate
+            print(f"council: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(report, indent=2))
+        return 0
     if args.bench == "train":
         from training.bench import bench_train  # imports jax
 
@@ -412,7 +423,7 @@ def build_parser(*, train: bool = True) -> argparse.ArgumentParser:
         add_train_parser(sub)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("bench", choices=["router", "council", "server", "train", "inline"])
+    p.add_argument("bench", choices=["router", "council", "server", "train", "inline", "humaneval"])
     p.add_argument("--starts", type=int, default=20, help="server: cold starts to time")
     p.add_argument("--calls", type=int, default=1000, help="router: calls to time")
     p.add_argument("--runs", type=int, default=100, help="council: pipeline runs to time")
@@ -440,6 +451,22 @@ def build_parser(*, train: bool = True) -> argparse.ArgumentParser:
         "council.completion.unseen.HELDOUT_PACKAGES)",
     )
     p.add_argument("--fim-cases", type=int, default=100, help="inline: blanked lines to fill")
+    p.add_argument("--limit", type=int, help="humaneval: the first N problems (default: all)")
+    p.add_argument(
+        "--problems", help="humaneval: comma-separated ids, e.g. HumanEval/0,HumanEval/5"
+    )
+    p.add_argument("--candidates-per-pass", type=int, help="humaneval: council.candidates_per_pass")
+    p.add_argument("--max-passes", type=int, help="humaneval: council.max_refinement_passes")
+    p.add_argument("--jobs", type=int, default=1, help="humaneval: problems run concurrently")
+    p.add_argument(
+        "--simulate",
+        metavar="KEY=VALUE,...",
+        help="humaneval: every role played by the simulated team on 127.0.0.1, e.g. "
+        "generator=0.5,tester=0.85,seed=0 (see council/simteam.py)",
+    )
+    p.add_argument(
+        "--per-problem", action="store_true", help="humaneval: include the per-problem rows"
+    )
     return parser
 
 
