@@ -38,6 +38,10 @@ from council.schemas import (
     TestSuite,
 )
 
+#: generated samples of vouched-for code a test must fail before it is left out of the
+#: evidence (see :meth:`Pool.disputes`)
+DISPUTE_QUORUM = 2
+
 #: the pytest module the docstring examples are written to (one test per example)
 EXAMPLES_PATH = "tests/test_council_examples.py"
 
@@ -95,9 +99,15 @@ class Pool:
         if debug is None:
             return
         candidate.evidence.debugger = debug.verdict
+        candidate.evidence.reviews.append(debug.verdict)
         candidate.evidence.bugs = [
             f"line {b.line} ({b.severity}): {b.description}" for b in debug.bugs
         ][:8]
+
+    def resampled(self, candidate: Candidate) -> None:
+        """The generator wrote ``candidate``'s code again: one more independent sample
+        agreeing on it (CodeT counts identical outputs as consensus)."""
+        candidate.samples += 1
 
     def pending(self, candidate: Candidate) -> list[SuiteRecord]:
         """Suites not yet run against ``candidate``."""
@@ -140,37 +150,49 @@ class Pool:
     # -- judging ------------------------------------------------------------------------
 
     def vouched(self, candidate: Candidate) -> bool:
-        """The docstring examples all pass and the debugger found nothing."""
+        """The docstring examples all pass and the debugger, by the majority of its reviews
+        and in the latest, found nothing."""
         ev = candidate.evidence
+        passes = ev.reviews.count("pass")
         return (
             self.examples > 0
             and len(ev.examples) >= self.examples
             and all(o == "passed" for o in ev.examples.values())
             and ev.debugger == "pass"
+            and passes * 2 > len(ev.reviews)
             and not ev.static_errors
         )
 
     def disputes(self) -> list[Dispute]:
-        """Test cases that fail a vouched-for candidate, with the failure's message."""
-        found: dict[str, Dispute] = {}
+        """Test cases that fail *every* vouched-for candidate that ran them.
+
+        A case that passes one vouched-for candidate and fails another tells the candidates
+        apart; it is not evidence against the test. A case failed by vouched-for code of
+        :data:`DISPUTE_QUORUM` samples or more is ``ignored`` in the evidence; below that it
+        is only suspect: one wrong candidate that slipped past the examples and the debugger
+        must not be able to overrule the tests that catch it."""
         trusted = {s.id for s in self.suites if s.trusted}
-        for candidate in self.candidates:
-            if not self.vouched(candidate):
+        vouched = [c for c in self.candidates if self.vouched(c)]
+        found: list[Dispute] = []
+        keys = sorted({k for c in vouched for k in c.evidence.cases})
+        for key in keys:
+            if key.split("::", 1)[0] in trusted:
                 continue
-            for key, outcome in candidate.evidence.cases.items():
-                if outcome not in ("failed", "error") or key.split("::", 1)[0] in trusted:
-                    continue
-                dispute = found.setdefault(
-                    key,
-                    Dispute(
-                        case=key,
-                        suite_id=key.split("::", 1)[0],
-                        candidates=[],
-                        message=self._messages.get((candidate.id, key), ""),
-                    ),
+            ran = [c for c in vouched if key in c.evidence.cases]
+            if not all(c.evidence.cases[key] in ("failed", "error") for c in ran):
+                continue
+            weight = sum(c.samples for c in ran)
+            found.append(
+                Dispute(
+                    case=key,
+                    suite_id=key.split("::", 1)[0],
+                    candidates=[c.id for c in ran],
+                    weight=weight,
+                    ignored=weight >= DISPUTE_QUORUM,
+                    message=self._messages.get((ran[0].id, key), ""),
                 )
-                dispute.candidates.append(candidate.id)
-        return list(found.values())
+            )
+        return found
 
     def _signature(self, candidate: Candidate, disputed: set[str]) -> tuple[tuple[str, bool], ...]:
         cases = candidate.evidence.cases
@@ -189,10 +211,10 @@ class Pool:
         errored = len(set(ev.suite_errors) - set(self.broken_suites()))
         total = len(undisputed) + errored
         tests = sum(v == "passed" for v in undisputed) / total if total else 0.5
-        debugger = {"pass": 1.0, "fail": 0.0}.get(ev.debugger or "", 0.5)
+        debugger = ev.reviews.count("pass") / len(ev.reviews) if ev.reviews else 0.5
         mine = self._signature(candidate, disputed)
-        agreement = sum(
-            1
+        agreement = (candidate.samples - 1) + sum(
+            other.samples
             for other in self.candidates
             if other.id != candidate.id and mine and self._signature(other, disputed) == mine
         )
@@ -200,7 +222,8 @@ class Pool:
         return (compiles, examples, tests, debugger, float(agreement), order)
 
     def disputes_keys(self) -> set[str]:
-        return {d.case for d in self.disputes()}
+        """The disputed cases left out of the evidence."""
+        return {d.case for d in self.disputes() if d.ignored}
 
     def broken_suites(self) -> dict[str, str]:
         """Suites that ran no test against any candidate, although some candidate ran other
@@ -225,7 +248,8 @@ class Pool:
         return broken
 
     def passed_everything(self, candidate: Candidate, disputed: set[str] | None = None) -> bool:
-        """Compiles, every example and every undisputed case passed, the debugger agreed,
+        """Compiles, every example and every undisputed case passed, the debugger's latest
+        review and at least half of them found nothing,
         and there was evidence to pass (at least one example or undisputed case)."""
         disputed = self.disputes_keys() if disputed is None else disputed
         ev = candidate.evidence
@@ -239,7 +263,10 @@ class Pool:
             and not set(ev.suite_errors) - set(self.broken_suites())
             and all(v == "passed" for v in undisputed)
             and (bool(undisputed) or self.examples > 0)
-            and ev.debugger != "fail"
+            and (
+                not ev.reviews
+                or (ev.debugger == "pass" and 2 * ev.reviews.count("pass") >= len(ev.reviews))
+            )
         )
 
     def choose(self) -> Choice:

@@ -226,7 +226,8 @@ def synthesis_prompt(
             f"## Test execution (real run)\n{evidence}",
             _block(
                 "Disputed tests (they fail code that passes every docstring example and that "
-                "the debugger accepts: the test may be wrong; they do not block approval)",
+                "the debugger accepts: the test may be wrong; those left out of the evidence "
+                "do not block approval)",
                 "\n".join(f"- {d}" for d in disputed),
             ),
             f"## Refinement passes left\n{passes_left}",

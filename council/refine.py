@@ -221,10 +221,10 @@ class Refinement:
             raise failures[0]
         if failures:
             self.scope.errors += [f"generator: {exc}" for exc in failures]
-        kept = []
+        kept: list[Candidate] = []
         for index, bundle, provider, model in sorted(made, key=lambda m: m[0]):
             candidate = self._keep(self._confine(bundle), index, provider, model)
-            if candidate is not None:
+            if candidate not in kept:
                 kept.append(candidate)
         return kept
 
@@ -247,19 +247,17 @@ class Refinement:
             explanation=diagnosis.analysis or "Fixed version from the debugger.",
             assumptions=[],
         )
-        kept = self._keep(code, 0, routed.result.provider, routed.result.model)
-        assert kept is not None  # the pool is empty on pass 1
-        return kept
+        return self._keep(code, 0, routed.result.provider, routed.result.model)
 
-    def _keep(self, code: CodeBundle, index: int, provider: str, model: str) -> Candidate | None:
-        """Add ``code`` to the pool unless an earlier candidate has the same files."""
+    def _keep(self, code: CodeBundle, index: int, provider: str, model: str) -> Candidate:
+        """Add ``code`` to the pool; code an earlier candidate already has counts as one
+        more sample of it, and that candidate is reviewed again (one false alarm of the
+        debugger must not sink right code for the rest of the run)."""
         files = [(f.path, f.content) for f in code.files]
         for other in self.pool.candidates:
             if [(f.path, f.content) for f in other.code.files] == files:
-                self.scope.errors.append(
-                    f"pass {self.scope.pass_no}: the generator repeated {other.id}; not kept twice"
-                )
-                return None
+                self.pool.resampled(other)
+                return other
         return self.pool.add_candidate(
             code,
             self.scope.pass_no,
@@ -385,12 +383,15 @@ class Refinement:
     def _latest_suite(self) -> SuiteRecord | None:
         return self.pool.suites[-1] if self.pool.suites else None
 
-    def _disputed_nodeids(self, disputes: list[Dispute]) -> frozenset[str]:
+    def _disputed_nodeids(
+        self, disputes: list[Dispute], *, ignored_only: bool = True
+    ) -> frozenset[str]:
+        """pytest node ids of the disputes (those left out of the evidence by default)."""
         paths = {s.id: s.path for s in self.pool.suites}
         return frozenset(
             f"{paths[d.suite_id]}::{d.case.split('::', 1)[1]}"
             for d in disputes
-            if d.suite_id in paths
+            if d.suite_id in paths and (d.ignored or not ignored_only)
         )
 
     def _check_verdict(self, synthesis: Synthesis, best: Candidate) -> Synthesis:
@@ -446,9 +447,16 @@ class Refinement:
         if tests.execution is None:
             return [f"The tests could not run: {tests.note}"] if tests.note else []
         disputed = self._disputed_nodeids(disputes)
+        suspect = self._disputed_nodeids(disputes, ignored_only=False) - disputed
         ex = tests.execution
         out = [
-            f"Failing test {c.name}: {c.message.strip()[:500]}"
+            f"Failing test {c.name}"
+            + (
+                " (the tester may be wrong here: your code passes the docstring examples)"
+                if c.nodeid in suspect
+                else ""
+            )
+            + f": {c.message.strip()[:500]}"
             for c in ex.cases
             if c.outcome in ("failed", "error") and c.nodeid not in disputed
         ][:6]
@@ -521,8 +529,13 @@ def _test_line(tests: TestReport) -> str:
 
 
 def _dispute_line(dispute: Dispute) -> str:
+    standing = (
+        "left out of the evidence"
+        if dispute.ignored
+        else "suspect, still counted: one sample of vouched-for code is not enough to overrule it"
+    )
     return (
-        f"{dispute.case.split('::', 1)[1]} (suite {dispute.suite_id}) fails "
+        f"{dispute.case.split('::', 1)[1]} (suite {dispute.suite_id}; {standing}) fails "
         f"{', '.join(dispute.candidates)}, which pass every docstring example and the "
         f"debugger accepts: {dispute.message[:300]}"
     )

@@ -199,7 +199,8 @@ class CandidateEvidence(BaseModel):
     suite_errors: dict[str, str] = Field(default_factory=dict, description="suite id -> error")
     examples: dict[str, str] = Field(default_factory=dict, description="example test -> outcome")
     examples_error: str | None = None
-    debugger: str | None = Field(None, description="the debugger's verdict, pass or fail")
+    debugger: str | None = Field(None, description="the debugger's latest verdict")
+    reviews: list[str] = Field(default_factory=list, description="every debugger verdict")
     bugs: list[str] = Field(default_factory=list)
     static_errors: list[str] = Field(default_factory=list)
 
@@ -211,15 +212,22 @@ class Candidate(BaseModel):
     provider: str | None = None
     model: str | None = None
     code: CodeBundle
+    samples: int = Field(1, description="times the generator wrote exactly this code")
     evidence: CandidateEvidence = Field(default_factory=CandidateEvidence)
 
 
 class Dispute(BaseModel):
-    """A test case that fails code the examples and the debugger accept."""
+    """A test case that fails every candidate the examples and the debugger accept.
+
+    ``weight`` is how many generated samples those candidates are; from
+    :data:`council.pool.DISPUTE_QUORUM` on, the case is left out of the evidence, below it
+    it is only suspect (the tester is asked to check it)."""
 
     case: str
     suite_id: str
     candidates: list[str]
+    weight: int = 1
+    ignored: bool = False
     message: str = ""
 
 

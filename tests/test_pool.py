@@ -172,3 +172,47 @@ def test_a_suite_that_runs_nothing_anywhere_is_the_suites_fault():
     t = bad.add_suite(_suite(), 1, "m")
     bad.record_execution(c, _run({}, error="ImportError"), [t])
     assert bad.broken_suites() == {} and not bad.choose().passed_everything
+
+
+def test_one_wrong_candidate_that_slipped_through_cannot_overrule_the_tests_that_catch_it():
+    """HumanEval/3 in the simulation: buggy code passed both examples and the debugger
+    missed the bug. The (right) tests that fail it are only suspect, so it is not approved;
+    once right code passes them, they are not even suspect."""
+    pool = Pool(examples=1)
+    example = f"{EXAMPLES_PATH}::test_example_1"
+    s1 = pool.add_suite(_suite(), 1, "m")
+    buggy = pool.add_candidate(_code("buggy"), 1)
+    pool.record_execution(
+        buggy, _run({example: "passed", f"{s1.path}::t_edge": "failed"}), [s1], examples=True
+    )
+    pool.record_review(buggy, _verdict(True))
+    [suspect] = pool.disputes()
+    assert not suspect.ignored and suspect.weight == 1
+    assert not pool.choose().passed_everything
+    right = pool.add_candidate(_code("right"), 2)
+    pool.record_execution(
+        right, _run({example: "passed", f"{s1.path}::t_edge": "passed"}), [s1], examples=True
+    )
+    pool.record_review(right, _verdict(True))
+    assert pool.disputes() == []  # it tells two vouched-for candidates apart
+    choice = pool.choose()
+    assert choice.winner == right.id and choice.passed_everything
+
+
+def test_a_repeated_sample_and_a_second_review_count():
+    pool = Pool(examples=1)
+    example = f"{EXAMPLES_PATH}::test_example_1"
+    s1 = pool.add_suite(_suite(), 1, "m")
+    c = pool.add_candidate(_code("right"), 1)
+    pool.record_execution(
+        c, _run({example: "passed", f"{s1.path}::t_wrong": "failed"}), [s1], examples=True
+    )
+    pool.record_review(c, _verdict(False))  # a false alarm
+    assert pool.disputes() == [] and not pool.choose().passed_everything
+    pool.resampled(c)
+    pool.record_review(c, _verdict(True))  # 1 pass of 2: not vouched yet (no majority)
+    assert pool.disputes() == []
+    pool.record_review(c, _verdict(True))
+    [dispute] = pool.disputes()
+    assert dispute.ignored and dispute.weight == 2
+    assert pool.choose().passed_everything
