@@ -317,3 +317,27 @@ class Pool:
     def module_of(self, candidate: Candidate) -> str:
         files = candidate.code.files
         return PurePosixPath(files[0].path).stem if files else "solution"
+
+
+def report_lines(
+    candidates: list[Candidate], choice: Choice | None, disputes: list[Dispute]
+) -> list[str]:
+    """Plain lines on how a run chose its code, for the CLI and the editor's run report:
+    the winner and why, every candidate's evidence, and the disputed tests."""
+    if not candidates or choice is None:
+        return []
+    pool = Pool(
+        examples=max((len(c.evidence.examples) for c in candidates), default=0),
+        candidates=list(candidates),
+    )
+    lines = [f"Chosen: {choice.reason}"]
+    if len(candidates) > 1:
+        for cid in choice.ranking:
+            c = pool.get(cid)
+            who = f"{c.provider}:{c.model}" if c.provider else "?"
+            times = f" x{c.samples}" if c.samples > 1 else ""
+            lines.append(f"  {who}{times}: {pool.explain(c)}")
+    for d in disputes:
+        state = "ignored" if d.ignored else "suspect"
+        lines.append(f"Disputed test ({state}): {d.case} fails {', '.join(d.candidates)}")
+    return lines

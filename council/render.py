@@ -12,6 +12,7 @@ from rich.table import Table
 
 from council.consensus import DeliberationResult
 from council.events import Event
+from council.pool import report_lines
 from council.schemas import CouncilResult, RoleUsage
 
 
@@ -75,6 +76,8 @@ def print_result(console: Console, result: CouncilResult) -> None:
     for f in result.code.files if result.code else []:
         console.print(f"[bold]{f.path}[/]")
         console.print(Syntax(f.content, "python", line_numbers=True))
+    for line in report_lines(result.candidates, result.choice, result.disputed_tests):
+        console.print(line, markup=False)
     report = result.test_report
     if report and report.execution:
         console.print(

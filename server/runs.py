@@ -28,6 +28,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import from_fs_path
 
 from council.events import Events
+from council.pool import report_lines
 from council.schemas import CouncilRequest, CouncilResult, Diagnostic, RequestContext
 from providers.errors import ProviderError
 from server import apply
@@ -495,6 +496,9 @@ def _markdown(result: CouncilResult) -> str:
         out += [f"## {f.path}", "", "```python", f.content.rstrip(), "```", ""]
     if result.test_report and result.test_report.execution:
         out += ["## Tests", "", result.test_report.execution.summary(), ""]
+    chosen = report_lines(result.candidates, result.choice, result.disputed_tests)
+    if chosen:
+        out += ["## Candidates", "", *[f"- {line.strip()}" for line in chosen], ""]
     if result.usage:
         out += [
             "## Usage",

@@ -216,3 +216,25 @@ def test_a_repeated_sample_and_a_second_review_count():
     [dispute] = pool.disputes()
     assert dispute.ignored and dispute.weight == 2
     assert pool.choose().passed_everything
+
+
+def test_report_lines_name_the_winner_every_candidate_and_the_disputes():
+    from council.pool import report_lines
+
+    pool = Pool(examples=1)
+    example = f"{EXAMPLES_PATH}::test_example_1"
+    s1 = pool.add_suite(_suite(), 1, "m")
+    a = pool.add_candidate(_code("a"), 1, provider="lb", model="gen")
+    b = pool.add_candidate(_code("b"), 2, provider="lb", model="gen2")
+    pool.resampled(a)
+    for c, ok in ((a, "passed"), (b, "failed")):
+        pool.record_execution(
+            c, _run({example: ok, f"{s1.path}::t": "failed"}), [s1], examples=True
+        )
+        pool.record_review(c, _verdict(True))
+        pool.record_review(c, _verdict(True))
+    lines = report_lines(pool.candidates, pool.choose(), pool.disputes())
+    assert lines[0].startswith("Chosen: c1 (pass 1), examples 1/1")
+    assert lines[1].strip().startswith("lb:gen x2: c1") and "lb:gen2: c2" in lines[2]
+    assert lines[3] == "Disputed test (ignored): s1::t fails c1"
+    assert report_lines([], None, []) == []
