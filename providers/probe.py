@@ -120,6 +120,15 @@ async def probe_all(
             caps = await _probe(provider, model, cached)
         if caps.reachable and model and cached is None:
             cache.put(key, caps)
+        # What the config states wins over anything probed or cached, here as at run time.
+        stated = config.capabilities
+        caps = caps.model_copy(
+            update={
+                k: v
+                for k, v in (("fim", stated.fim), ("json_schema", stated.json_schema))
+                if v is not None
+            }
+        )
         if health is not None and not caps.reachable:
             health.record_failure(name, caps.error or "unreachable")
         state = health.snapshot(name) if health else None

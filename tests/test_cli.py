@@ -64,6 +64,12 @@ def test_providers_reports_capabilities_and_caches_them(tmp_path: Path) -> None:
         assert again["cached_capabilities"] and again["fim"] is False
         new = server.requests[probes:]
         assert all(r.path == "/v1/models" for r in new)  # only the live reachability check
+        # The config's word beats the cache, in the table as at run time.
+        with (tmp_path / "council.toml").open("a", encoding="utf-8") as f:
+            f.write("[providers.lb.capabilities]\nfim = true\njson_schema = false\n")
+        stated = json.loads(council("providers", "--json", cwd=tmp_path).stdout)[0]
+        assert stated["cached_capabilities"]
+        assert stated["fim"] is True and stated["json_schema"] is False
 
 
 def test_broken_config_is_reported_and_defaults_used(tmp_path: Path) -> None:
