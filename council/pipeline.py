@@ -166,10 +166,7 @@ class Council:
                 raise LocalModeNeeded(str(exc)) from exc
             scope.errors.append(str(exc))
             tried = "; ".join(exc.attempts[-3:])
-            result.summary = (
-                f"Stopped: {exc.message} ({tried}). Check that the provider is running and "
-                "configured, or add an escalation tier for that role under [roles]."
-            )
+            result.summary = f"Stopped: {exc.message} ({tried}). {exc.hint()}"
         except PolicyError as exc:
             scope.errors.append(str(exc))
             result.summary = f"Stopped: {exc}"

@@ -90,11 +90,43 @@ class BudgetExceeded(PolicyError):
 
 
 class AllTiersFailed(ProviderError):
-    """Every eligible tier was tried (or cooling down); `attempts` says what happened to each."""
+    """Every eligible tier was tried (or cooling down); `attempts` says what happened to each,
+    and `errors` holds the failures themselves, so that :meth:`hint` can say what to do."""
 
-    def __init__(self, message: str, attempts: list[str]) -> None:
+    def __init__(
+        self, message: str, attempts: list[str], errors: list[ProviderError] | None = None
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.errors = list(errors or [])
 
     def __str__(self) -> str:
         return self.message + "".join(f"\n  - {a}" for a in self.attempts)
+
+    def hint(self) -> str:
+        """What to do, from what actually failed last: a server that answered with output
+        that could not be used needs a different fix than one that cannot be reached."""
+        last = self.errors[-1] if self.errors else None
+        if isinstance(last, QualityFailure | MalformedResponse):
+            return (
+                f"The server answered, but its output could not be used ({last}). A stronger "
+                "model for this role, or an escalation tier under [roles], may help."
+            )
+        if isinstance(last, CapabilityMissing):
+            return (
+                f"The server does not support what was asked ({last}); set that capability "
+                "to false under the provider's [capabilities] so the fallback is used."
+            )
+        if isinstance(last, RequestRejected):
+            return (
+                f"The server refused the request ({last}). Check the model name, the API key "
+                "and the server's limits (context length)."
+            )
+        if isinstance(last, ServerFault):
+            return f"The server failed ({last}); its own log says why."
+        if isinstance(last, RateLimited):
+            return f"The server is rate-limiting ({last}); wait, or add another tier."
+        return (
+            "Check that the provider is running and configured, or add an escalation tier "
+            "for that role under [roles]."
+        )

@@ -276,6 +276,7 @@ class Router:
     ) -> AsyncIterator[Slot]:
         cfg = self.settings.router
         tiers = self.eligible_tiers(role, path=path, tags=tags, tiers=override)
+        errors: list[ProviderError] = []
         for index, tier in tiers:
             provider = self.providers.get(tier.provider)
             if provider is None:
@@ -293,6 +294,7 @@ class Router:
                 if error is None:
                     return
                 attempts.append(f"{tier.target} (attempt {attempt + 1}): {error}")
+                errors.append(error)
                 if slot.escalate or not isinstance(error, Retryable):
                     break
                 if attempt == cfg.max_retries or not self.health.available(tier.provider):
@@ -306,7 +308,7 @@ class Router:
                     break
                 log.info("retrying %s in %.2fs after: %s", tier.target, delay, error)
                 await self._sleep(delay)
-        raise AllTiersFailed(f"role '{role}': no tier could answer", attempts)
+        raise AllTiersFailed(f"role '{role}': no tier could answer", attempts, errors)
 
     async def _call(
         self,

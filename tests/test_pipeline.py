@@ -406,3 +406,37 @@ async def test_cancellation_mid_stage_leaves_nothing_running(
         )
     )
     assert record.client_disconnected_at is not None  # the debugger's HTTP call was closed
+
+
+async def test_a_stop_says_what_failed_not_always_check_the_server(
+    council: Council, server: LoopbackProvider
+) -> None:
+    """The server answered, twice, with output that is not the plan: the hint is about the
+    output, not about whether the provider runs."""
+    server.script(Reply(content="no JSON here"), Reply(content="still none"), model="orch")
+    result = await council.run(CouncilRequest(query="add", mode="generate"))
+    assert result.status == "failed"
+    assert "output could not be used" in result.summary
+    assert "Check that the provider is running" not in result.summary
+
+
+async def test_an_unreachable_provider_gets_the_connection_hint(
+    tmp_path: Path, closed_port: int
+) -> None:
+    settings = settings_for(
+        providers={"dead": {"base_url": f"http://127.0.0.1:{closed_port}/v1"}},
+        roles={
+            r: "dead:m" for r in ("orchestrator", "researcher", "generator", "debugger", "tester")
+        },
+        council={"engine": "council"},
+        router={"max_retries": 0},
+    )
+    router = Router(settings, build_providers(settings, env={}))
+    try:
+        result = await Council(router, workspace=tmp_path, limits=LIMITS).run(
+            CouncilRequest(query="add", mode="generate")
+        )
+    finally:
+        await close_all(router.providers)
+    assert result.status == "failed" and "cannot connect" in result.summary
+    assert "Check that the provider is running" in result.summary
