@@ -121,10 +121,12 @@ async def _ask(args: argparse.Namespace) -> int:
         await close_all(providers)
     print()
     for record in run.records:
+        tokens = f"{record.prompt_tokens}+{record.completion_tokens} tokens"
+        if record.estimated_usage:  # the server reported none (llama.cpp streams, e.g.)
+            tokens = f"~{tokens} (estimated: the server reported no usage)"
         print(
             f"[{record.role}] {record.provider}:{record.model} tier {record.tier} "
-            f"{record.outcome} {record.prompt_tokens}+{record.completion_tokens} tokens "
-            f"${record.cost_usd:.5f} {record.latency_s * 1000:.0f} ms",
+            f"{record.outcome} {tokens} ${record.cost_usd:.5f} {record.latency_s * 1000:.0f} ms",
             file=sys.stderr,
         )
     return 0

@@ -46,14 +46,22 @@ class ProgressPrinter:
 
 
 def usage_table(rows: list[RoleUsage]) -> Table:
-    table = Table("role", "provider:model", "calls", "tokens in", "tokens out", "cost", "time")
+    """Usage per role; estimated token counts (the server reported none) carry a ``~``."""
+    caption = (
+        "~ estimated: the server reported no usage" if any(r.estimated for r in rows) else None
+    )
+    table = Table(
+        "role", "provider:model", "calls", "tokens in", "tokens out", "cost", "time",
+        caption=caption,
+    )  # fmt: skip
     for r in rows:
+        mark = "~" if r.estimated else ""
         table.add_row(
             r.role,
             f"{r.provider}:{r.model}",
             str(r.calls),
-            str(r.prompt_tokens),
-            str(r.completion_tokens),
+            f"{mark}{r.prompt_tokens}",
+            f"{mark}{r.completion_tokens}",
             f"${r.cost_usd:.4f}",
             f"{r.latency_s:.2f}s",
         )

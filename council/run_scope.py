@@ -120,4 +120,5 @@ def usage_by_role(ledger: RunContext) -> list[RoleUsage]:
         row.completion_tokens += r.completion_tokens
         row.cost_usd = round(row.cost_usd + r.cost_usd, 6)
         row.latency_s = round(row.latency_s + r.latency_s, 4)
+        row.estimated = row.estimated or r.estimated_usage
     return list(rows.values())

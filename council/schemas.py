@@ -164,6 +164,9 @@ class RoleUsage(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
+    estimated: bool = Field(
+        False, description="some of these tokens are estimates: the server reported no usage"
+    )
 
 
 class TranscriptEntry(BaseModel):

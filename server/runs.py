@@ -508,9 +508,12 @@ def _markdown(result: CouncilResult) -> str:
         ]
         out += [
             f"| {u.role} | {u.provider}:{u.model} | {u.calls} | "
-            f"{u.prompt_tokens + u.completion_tokens} | ${u.cost_usd:.4f} |"
+            f"{'~' if u.estimated else ''}{u.prompt_tokens + u.completion_tokens} | "
+            f"${u.cost_usd:.4f} |"
             for u in result.usage
         ]
+        if any(u.estimated for u in result.usage):
+            out += ["", "~ estimated: the server reported no token usage for some calls."]
     return "\n".join(out) + "\n"
 
 

@@ -94,6 +94,22 @@ def test_ask_streams_through_the_router_and_reports_usage(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "loopback reply to: hello world"
     assert "[generator] lb:m1 tier 0 ok" in result.stderr
+    assert "estimated" not in result.stderr  # the server reported the stream's usage
+
+
+def test_ask_marks_estimated_usage_as_an_estimate(tmp_path: Path) -> None:
+    """llama-cpp-python sends no usage in streams; the counts printed are then estimates
+    and must say so."""
+    with LoopbackProvider(models=("m1",)) as server:
+        (tmp_path / "council.toml").write_text(
+            f'[providers.lb]\nbase_url = "{server.base_url}"\nstream_usage = false\n'
+            '[roles]\ngenerator = "lb:m1"\n',
+            "utf-8",
+        )
+        result = council("ask", "hello", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "tokens (estimated: the server reported no usage)" in result.stderr
+    assert " ~" in result.stderr
 
 
 def test_ask_failure_is_one_clear_line(tmp_path: Path, closed_port: int) -> None:

@@ -43,3 +43,18 @@ async def test_cancellation_and_success_are_reported_as_such() -> None:
     with scope.lifecycle("x"):
         scope.outcome = "approved"
     assert seen[-1].detail == "approved" and seen[-1].ok and seen[-1].percent == 100
+
+
+def test_usage_says_when_its_tokens_are_estimates() -> None:
+    from council.run_scope import usage_by_role
+    from providers.budget import CallRecord, RunContext
+
+    ledger = RunContext()
+    ledger.records += [
+        CallRecord("generator", "lb", "m", 0, 0, "ok", 10, 5),
+        CallRecord("tester", "lb", "m", 0, 0, "ok", 10, 5, estimated_usage=True),
+        CallRecord("tester", "lb", "m", 0, 0, "ok", 10, 5),
+    ]
+    rows = {u.role: u for u in usage_by_role(ledger)}
+    assert not rows["generator"].estimated and rows["tester"].estimated
+    assert rows["tester"].calls == 2 and rows["tester"].prompt_tokens == 20
