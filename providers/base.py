@@ -102,6 +102,10 @@ class Capabilities(BaseModel):
     model_listed: bool | None = None
     fim: bool | None = None
     json_schema: bool | None = None
+    json_object: bool | None = Field(
+        None, description="json_object with a schema is enforced (llama-cpp-python)"
+    )
+    context_length: int | None = Field(None, description="learnt from the server")
     error: str | None = None
     probed_at: float = 0.0
 

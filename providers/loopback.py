@@ -421,18 +421,29 @@ class _Handler(BaseHTTPRequestHandler):
             fmt = body.get("response_format")
             fmt_type = fmt.get("type") if isinstance(fmt, dict) else None
             if fmt_type == "json_schema":
-                if not provider.supports_json_schema:
-                    self._send_error(
-                        400,
-                        "response_format json_schema is not supported",
-                        param="response_format",
-                    )
+                if not provider.supports_json_schema or provider.like == "llama-cpp-python":
+                    if provider.like == "llama-cpp-python":
+                        self._send_error(500, _LLAMA_CPP_SCHEMA_ERROR)
+                    else:
+                        self._send_error(
+                            400,
+                            "response_format json_schema is not supported",
+                            param="response_format",
+                        )
                     return
                 spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
                 schema = spec.get("schema") if isinstance(spec, dict) else None
                 default = json.dumps(example_for_schema(schema if isinstance(schema, dict) else {}))
             elif fmt_type == "json_object":
-                default = "{}"
+                if not provider.supports_json_object:
+                    self._send_error(
+                        400, "response_format json_object is not supported", param="response_format"
+                    )
+                    return
+                schema = fmt.get("schema") if isinstance(fmt, dict) else None
+                default = (
+                    json.dumps(example_for_schema(schema)) if isinstance(schema, dict) else "{}"
+                )
             prompt_words = sum(_count_words(_message_text(m)) for m in messages)
         else:
             suffix = body.get("suffix")
@@ -443,6 +454,21 @@ class _Handler(BaseHTTPRequestHandler):
             prompt_words = _count_words(_prompt_text(body.get("prompt"))) + _count_words(
                 suffix if isinstance(suffix, str) else ""
             )
+
+        if provider.like == "llama-cpp-python":
+            include_usage = False
+        asked = body.get("max_tokens")
+        asked = asked if isinstance(asked, int) else 16
+        if provider.context is not None and prompt_words + asked > provider.context:
+            self._send_error(
+                400,
+                f"This model's maximum context length is {provider.context} tokens. However, "
+                f"you requested {prompt_words + asked} tokens ({prompt_words} in the messages, "
+                f"{asked} in the completion). Please reduce the length of the messages or "
+                "completion.",
+                code="context_length_exceeded",
+            )
+            return
 
         reply = None
         if provider.responder is not None:
@@ -669,6 +695,14 @@ def _prompt_text(prompt: Any) -> str:
     return ""
 
 
+#: what llama-cpp-python 0.3.x answers (HTTP 500) to a json_schema response_format
+_LLAMA_CPP_SCHEMA_ERROR = (
+    "1 validation error for CreateChatCompletionRequest\nresponse_format\n  Input tag "
+    "'json_schema' found using 'type' does not match any of the expected tags: 'text', "
+    "'json_object'"
+)
+
+
 def _count_words(text: str) -> int:
     return len(text.split())
 
@@ -692,12 +726,26 @@ class LoopbackProvider:
         host: str = "127.0.0.1",
         port: int = 0,
         responder: Callable[[RequestRecord], Reply | None] | None = None,
+        like: str = "openai",
+        context: int | None = None,
+        supports_json_object: bool = True,
     ) -> None:
         if isinstance(models, str):
             models = (models,)
         self.models: tuple[str, ...] = tuple(models)
         self.supports_suffix = supports_suffix
         self.supports_json_schema = supports_json_schema
+        self.supports_json_object = supports_json_object
+        if like not in ("openai", "llama-cpp-python"):
+            raise ValueError(f"like must be 'openai' or 'llama-cpp-python', not {like!r}")
+        #: whose quirks to reproduce; "llama-cpp-python" (0.3.x, as measured against the real
+        #: server): a json_schema response_format is refused with HTTP 500 (a validation
+        #: error naming response_format), json_object with a "schema" is enforced, and
+        #: streams carry no usage
+        self.like = like
+        #: the context window in tokens (words here): a request whose prompt plus max_tokens
+        #: exceeds it is refused with llama-cpp-python's 400 "maximum context length"
+        self.context = context
         self.chunk_delay = chunk_delay
         self.require_api_key = require_api_key
         self.responder = responder

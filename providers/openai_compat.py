@@ -42,6 +42,14 @@ from providers.errors import (
     RequestRejected,
     ServerFault,
 )
+from providers.quirks import (
+    JsonMode,
+    choose_json_mode,
+    context_refusal,
+    fit_max_tokens,
+    names_feature,
+    response_format,
+)
 from providers.secrets import REDACTOR, read_api_key
 from providers.settings import ProviderConfig
 
@@ -115,18 +123,37 @@ class OpenAICompatProvider:
 
     # -- chat -------------------------------------------------------------------------
 
-    async def chat(self, request: ChatRequest) -> Result:
-        request = self._schema_fallback(request)
+    async def chat(self, request: ChatRequest, *, fitted: bool = False) -> Result:
+        """One chat call. A refused JSON mode is learnt and the next one tried (see
+        :mod:`providers.quirks`); a context-length refusal is retried once with a
+        ``max_tokens`` that fits, and the context is remembered."""
+        mode = self._json_mode(request.model) if request.json_schema else None
+        asked = self._schema_fallback(request, mode)
+        if not fitted:  # a refitted request already has the server's exact figure
+            asked = self._fit(asked)
         started = time.perf_counter()
         try:
-            response = await self._client.chat.completions.create(**self._chat_args(request))
+            response = await self._client.chat.completions.create(**self._chat_args(asked, mode))
         except CapabilityMissing:
             raise
         except Exception as exc:
-            error = self._translate(exc, request.model, json_schema=bool(request.json_schema))
+            error = self._translate(exc, request.model, json_schema=mode not in (None, "prompt"))
             if isinstance(error, CapabilityMissing) and error.capability == "json_schema":
-                self._learn(request.model, json_schema=False)
-                return await self.chat(request)
+                log.info("%s refused %s; trying the next JSON mode", error.target, mode)
+                self._learn(request.model, **{str(mode): False})
+                return await self.chat(request, fitted=fitted)
+            refusal = context_refusal(error.message) if isinstance(error, RequestRejected) else None
+            if refusal is not None and not fitted:
+                context, prompt = refusal
+                self._learn(request.model, context_length=context)
+                room = fit_max_tokens(
+                    context, prompt or estimate_tokens(asked.text()), asked.max_tokens
+                )
+                if room is not None:
+                    log.info("%s: context %d; max_tokens %d", error.target, context, room)
+                    return await self.chat(
+                        request.model_copy(update={"max_tokens": room}), fitted=True
+                    )
             raise error from None
         latency = time.perf_counter() - started
         if not getattr(response, "choices", None):
@@ -144,8 +171,9 @@ class OpenAICompatProvider:
         )
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Delta]:
-        request = self._schema_fallback(request)
-        args = self._chat_args(request)
+        mode = self._json_mode(request.model) if request.json_schema else None
+        request = self._fit(self._schema_fallback(request, mode))
+        args = self._chat_args(request, mode)
         args["stream"] = True
         if self.config.stream_usage:
             args["stream_options"] = {"include_usage": True}
@@ -277,8 +305,8 @@ class OpenAICompatProvider:
                 "fim",
             )
         caps.json_schema = self.config.capabilities.json_schema
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
         if caps.json_schema is None:
-            schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
             caps.json_schema = await self._check(
                 fast.chat.completions.create(
                     model=model,
@@ -288,6 +316,17 @@ class OpenAICompatProvider:
                         "type": "json_schema",
                         "json_schema": {"name": "probe", "schema": schema},
                     },
+                ),
+                model,
+                "json_schema",
+            )
+        if caps.json_schema is False:  # llama-cpp-python: json_object with a schema instead
+            caps.json_object = await self._check(
+                fast.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": 'Reply {"ok": true}'}],
+                    max_tokens=8,
+                    response_format={"type": "json_object", "schema": schema},
                 ),
                 model,
                 "json_schema",
@@ -324,23 +363,40 @@ class OpenAICompatProvider:
         caps = self.known.get(model) or Capabilities()
         self.known[model] = caps.model_copy(update=flags)
 
-    def _schema_fallback(self, request: ChatRequest) -> ChatRequest:
-        """Move the schema into the prompt when the endpoint cannot enforce it."""
+    def _json_mode(self, model: str) -> JsonMode:
+        """The first JSON mode not known to be refused, by the config or by this server."""
+        known = self.known.get(model) or Capabilities()
+        stated = self.config.capabilities.json_schema
+        return choose_json_mode(False if stated is False else known.json_schema, known.json_object)
+
+    def _fit(self, request: ChatRequest) -> ChatRequest:
+        """Cap ``max_tokens`` to a context learnt earlier (the estimate errs, so a refusal
+        can still come, and is then fitted exactly)."""
         known = self.known.get(request.model)
-        refused = self.config.capabilities.json_schema is False or (
-            known is not None and known.json_schema is False
+        if known is None or known.context_length is None or request.max_tokens is None:
+            return request
+        room = fit_max_tokens(
+            known.context_length, estimate_tokens(request.text()), request.max_tokens
         )
-        if not request.json_schema or not refused:
+        if room is None or room >= request.max_tokens:
+            return request
+        return request.model_copy(update={"max_tokens": room})
+
+    def _schema_fallback(self, request: ChatRequest, mode: JsonMode | None) -> ChatRequest:
+        """The schema in the prompt too, unless the endpoint enforces ``json_schema``
+        (``json_object`` servers may ignore the schema they are given)."""
+        if not request.json_schema or mode in (None, "json_schema"):
             return request
         note = Message(
             role="system",
             content=SCHEMA_SYSTEM.format(schema=json.dumps(request.json_schema, indent=1)),
         )
-        return request.model_copy(
-            update={"messages": (*request.messages, note), "json_schema": None}
-        )
+        update: dict[str, Any] = {"messages": (*request.messages, note)}
+        if mode == "prompt":
+            update["json_schema"] = None
+        return request.model_copy(update=update)
 
-    def _chat_args(self, request: ChatRequest) -> dict[str, Any]:
+    def _chat_args(self, request: ChatRequest, mode: JsonMode | None = None) -> dict[str, Any]:
         args: dict[str, Any] = {
             "model": request.model,
             "messages": [m.model_dump() for m in request.messages],
@@ -351,11 +407,10 @@ class OpenAICompatProvider:
             args["temperature"] = request.temperature
         if request.stop:
             args["stop"] = list(request.stop)
-        if request.json_schema:
-            args["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": request.schema_name, "schema": request.json_schema},
-            }
+        if request.json_schema and mode is not None:
+            fmt = response_format(mode, request.schema_name, request.json_schema)
+            if fmt is not None:
+                args["response_format"] = fmt
         return args
 
     def _usage(self, usage: Any, prompt: str, completion: str) -> Usage:
@@ -416,16 +471,17 @@ class OpenAICompatProvider:
             return RateLimited(
                 message, target=target, retry_after=parse_retry_after(exc.response.headers)
             )
+        # An answer that names the feature is "unsupported", whatever its status: real
+        # servers say so with 400, 422, 501 and (llama-cpp-python, for json_schema) 500.
+        if json_schema and names_feature(detail, "response_format", "json_schema"):
+            return CapabilityMissing(message, target=target, capability="json_schema")
+        if fim and names_feature(detail, "suffix") and status != 429:
+            return CapabilityMissing(message, target=target, capability="fim")
         if status >= 500 or status in (408, 409):
             return ServerFault(message, target=target, status=status)
-        lowered = detail.lower()
-        if fim and status in (400, 404, 422, 501) and ("suffix" in lowered or status != 400):
+        if fim and status in (404, 422, 501):
             return CapabilityMissing(message, target=target, capability="fim")
-        if (
-            json_schema
-            and status in (400, 422, 501)
-            and ("response_format" in lowered or "json_schema" in lowered or "schema" in lowered)
-        ):
+        if json_schema and status in (400, 422, 501) and names_feature(detail, "schema"):
             return CapabilityMissing(message, target=target, capability="json_schema")
         return RequestRejected(message, target=target, status=status)
 

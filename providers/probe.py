@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from providers.base import Capabilities, Provider
 from providers.health import HealthTracker
 from providers.openai_compat import OpenAICompatProvider
+from providers.quirks import choose_json_mode
 from providers.settings import ROLE_NAMES, Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ class ProviderRow(BaseModel):
     model_listed: bool | None
     fim: bool | None
     json_schema: bool | None
+    json_object: bool | None = None
+    json_mode: str = Field(
+        "?", description="how structured output is asked for: json_schema, json_object, prompt"
+    )
     health: str
     cooldown_s: float
     cached_capabilities: bool
@@ -143,6 +148,8 @@ async def probe_all(
             model_listed=caps.model_listed,
             fim=caps.fim,
             json_schema=caps.json_schema,
+            json_object=caps.json_object,
+            json_mode=_json_mode(caps),
             health=state.state if state else "healthy",
             cooldown_s=state.cooldown_remaining_s if state else 0.0,
             cached_capabilities=cached is not None,
@@ -171,10 +178,23 @@ async def _probe(provider: Provider, model: str, cached: Capabilities | None) ->
             probed_at=time.time(),
         )
         if cached is not None:
-            live = live.model_copy(update={"fim": cached.fim, "json_schema": cached.json_schema})
+            live = live.model_copy(
+                update={
+                    "fim": cached.fim,
+                    "json_schema": cached.json_schema,
+                    "json_object": cached.json_object,
+                }
+            )
             provider.remember(model, live)
         return live
     return await provider.probe(model)
+
+
+def _json_mode(caps: Capabilities) -> str:
+    """How a structured call will ask this model for JSON (see providers.quirks)."""
+    if caps.json_schema is None:
+        return "?"
+    return choose_json_mode(caps.json_schema, caps.json_object)
 
 
 def _yes_no(value: bool | None) -> str:
@@ -191,7 +211,7 @@ def format_table(rows: list[ProviderRow]) -> str:
         "REACHABLE",
         "LATENCY",
         "FIM",
-        "JSON-SCHEMA",
+        "JSON",
         "HEALTH",
         "NOTE",
     )
@@ -208,7 +228,7 @@ def format_table(rows: list[ProviderRow]) -> str:
                 _yes_no(r.reachable),
                 f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-",
                 _yes_no(r.fim) if r.reachable else "-",
-                _yes_no(r.json_schema) if r.reachable else "-",
+                r.json_mode if r.reachable else "-",
                 health,
                 note,
             )

@@ -88,18 +88,60 @@ async def test_json_schema_mode_is_sent_and_answer_validates(loopback: LoopbackP
     assert sent["response_format"]["json_schema"]["schema"] == schema
 
 
-async def test_json_schema_refused_falls_back_to_schema_in_prompt() -> None:
-    with LoopbackProvider(models=("m1",), supports_json_schema=False) as server:
+async def test_json_schema_refused_falls_back_to_json_object_then_the_prompt() -> None:
+    with LoopbackProvider(
+        models=("m1",), supports_json_schema=False, supports_json_object=False
+    ) as server:
         provider = client(server)
         schema = Answer.model_json_schema()
         await provider.chat(ChatRequest.of("give json", model="m1", json_schema=schema))
-        first, second = server.requests
-        assert first.status == 400 and "response_format" in first.body
-        assert "response_format" not in second.body
-        assert "JSON schema" in second.body["messages"][-1]["content"]
+        first, second, third = server.requests
+        assert first.status == 400 and first.body["response_format"]["type"] == "json_schema"
+        assert second.status == 400 and second.body["response_format"] == {
+            "type": "json_object",
+            "schema": schema,
+        }
+        assert "response_format" not in third.body
+        assert "JSON schema" in third.body["messages"][-1]["content"]
         # Learned: the next call goes straight to schema-in-prompt.
         await provider.chat(ChatRequest.of("again", model="m1", json_schema=schema))
-        assert len(server.requests) == 3 and "response_format" not in server.requests[2].body
+        assert len(server.requests) == 4 and "response_format" not in server.requests[3].body
+
+
+async def test_llama_cpp_python_refuses_json_schema_with_a_500_and_takes_json_object() -> None:
+    """llama-cpp-python 0.3.x answers json_schema with HTTP 500 naming response_format; that
+    is an unsupported feature, not a server fault: no retry, no cooldown, json_object next,
+    and the probe resolves it instead of answering '?'."""
+    with LoopbackProvider(models=("m1",), like="llama-cpp-python") as server:
+        provider = client(server)
+        schema = Answer.model_json_schema()
+        result = await provider.chat(ChatRequest.of("give json", model="m1", json_schema=schema))
+        Answer.model_validate_json(result.text)  # enforced by the server's grammar
+        first, second = server.requests
+        assert first.status == 500 and "response_format" in first.body
+        assert second.status == 200 and second.body["response_format"]["type"] == "json_object"
+        assert "JSON schema" in second.body["messages"][-1]["content"]
+        caps = await client(server).probe("m1")
+        assert caps.json_schema is False and caps.json_object is True
+
+
+async def test_a_request_over_the_context_is_refitted_once_and_the_context_remembered() -> None:
+    """llama-cpp-python's default context is 2,048 tokens and the structured calls asked for
+    4,096: every call failed with HTTP 400 'maximum context length'."""
+    with LoopbackProvider(models=("m1",), context=300) as server:
+        provider = client(server)
+        request = ChatRequest.of("word " * 50, model="m1", max_tokens=4096)
+        await provider.chat(request)
+        first, second = server.requests
+        assert first.status == 400
+        # the loopback counts a word as a token, as its refusal reported
+        prompt = sum(len(m["content"].split()) for m in first.body["messages"])
+        assert second.status == 200 and second.body["max_tokens"] == 300 - prompt - 16
+        await provider.chat(request)  # remembered: fitted before sending
+        assert server.requests[2].status == 200 and server.requests[2].body["max_tokens"] <= 234
+        # A prompt that leaves no room is still refused, clearly, without a loop.
+        with pytest.raises(RequestRejected, match="maximum context length"):
+            await provider.chat(ChatRequest.of("word " * 295, model="m1", max_tokens=64))
 
 
 async def test_fim_with_suffix(loopback: LoopbackProvider) -> None:
