@@ -106,6 +106,11 @@ class Capabilities(BaseModel):
         None, description="json_object with a schema is enforced (llama-cpp-python)"
     )
     context_length: int | None = Field(None, description="learnt from the server")
+    fim_format: str | None = Field(
+        None,
+        description="how FIM works here: 'suffix' (the server honours it), a model family "
+        "whose raw FIM prompt works (providers.fim_formats), or None (unknown / neither)",
+    )
     error: str | None = None
     probed_at: float = 0.0
 

@@ -108,6 +108,8 @@ class RequestRecord:
     server_time: float | None = None
     client_disconnected_at: float | None = None
     reply: Reply | None = None
+    #: a FIM canary (providers.quirks): answered by the "model", listed in ``canaries``
+    canary: bool = False
 
 
 class _ConnectionGone(Exception):
@@ -363,6 +365,10 @@ class _Handler(BaseHTTPRequestHandler):
         record.body = body
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             record.model = body["model"]
+        if isinstance(body, dict) and path == "/v1/completions":
+            record.canary = "13, 14, 15, 16]" in _prompt_text(body.get("prompt")) + str(
+                body.get("suffix") or ""
+            )
 
         key = provider.require_api_key
         if key is not None:
@@ -450,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
             if suffix is not None and not provider.supports_suffix:
                 self._send_error(400, "suffix is not supported for this model", param="suffix")
                 return
-            default = "pass" if suffix is not None else "loopback completion"
+            default = _completion_default(provider, _prompt_text(body.get("prompt")), suffix)
             prompt_words = _count_words(_prompt_text(body.get("prompt"))) + _count_words(
                 suffix if isinstance(suffix, str) else ""
             )
@@ -471,13 +477,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reply = None
-        if provider.responder is not None:
+        canary = record.canary
+        if canary:  # the FIM canary (providers.quirks) is answered by the "model" itself,
+            pass  # as a real server would, never from scripted replies
+        elif provider.responder is not None:
             try:
                 reply = provider.responder(record)
             except Exception:
                 logger.exception("loopback responder failed")
                 reply = Reply(status=500)
-        if reply is None:
+        if reply is None and not canary:
             reply = provider._next_reply(model)
         record.reply = reply
         self._answer(
@@ -703,6 +712,23 @@ _LLAMA_CPP_SCHEMA_ERROR = (
 )
 
 
+def _completion_default(provider: LoopbackProvider, prompt: str, suffix: Any) -> str:
+    """The unscripted answer to /v1/completions: ``pass`` for FIM, the canary's ``12`` when
+    this model honours the way it was asked (``suffix``, or its raw FIM family), junk when
+    FIM is scrambled."""
+    from providers.fim_formats import FORMATS
+    from providers.quirks import CANARY_PREFIX, CANARY_SUFFIX
+
+    if suffix is not None:
+        if provider.fim == "scrambled":
+            return "<fim_middle> x = ] 7"
+        return "12" if suffix == CANARY_SUFFIX and prompt.endswith(CANARY_PREFIX) else "pass"
+    fmt = FORMATS.get(provider.raw_fim or "")
+    if fmt is not None and prompt == fmt.build(CANARY_PREFIX, CANARY_SUFFIX):
+        return "12"
+    return "loopback completion"
+
+
 def _count_words(text: str) -> int:
     return len(text.split())
 
@@ -729,6 +755,8 @@ class LoopbackProvider:
         like: str = "openai",
         context: int | None = None,
         supports_json_object: bool = True,
+        fim: str = "honoured",
+        raw_fim: str | None = None,
     ) -> None:
         if isinstance(models, str):
             models = (models,)
@@ -736,6 +764,14 @@ class LoopbackProvider:
         self.supports_suffix = supports_suffix
         self.supports_json_schema = supports_json_schema
         self.supports_json_object = supports_json_object
+        if fim not in ("honoured", "scrambled"):
+            raise ValueError(f"fim must be 'honoured' or 'scrambled', not {fim!r}")
+        #: "scrambled": `suffix` is accepted but the infill is junk (llama-cpp-python with a
+        #: model whose sentinels are not the ones it hard-codes); "honoured" answers the FIM
+        #: canary of providers.quirks right
+        self.fim = fim
+        #: the model family (providers.fim_formats) whose raw FIM prompt this model reads
+        self.raw_fim = raw_fim
         if like not in ("openai", "llama-cpp-python"):
             raise ValueError(f"like must be 'openai' or 'llama-cpp-python', not {like!r}")
         #: whose quirks to reproduce; "llama-cpp-python" (0.3.x, as measured against the real
@@ -829,9 +865,16 @@ class LoopbackProvider:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A copy of the request log (records are live objects until ``finished`` is set)."""
+        """A copy of the request log (records are live objects until ``finished`` is set),
+        without the client's FIM canaries, which are in :attr:`canaries`."""
         with self._lock:
-            return list(self._records)
+            return [r for r in self._records if not r.canary]
+
+    @property
+    def canaries(self) -> list[RequestRecord]:
+        """The FIM canary requests the client made to learn how FIM works here."""
+        with self._lock:
+            return [r for r in self._records if r.canary]
 
     def clear(self) -> None:
         """Forget recorded requests and any scripted replies not yet used."""

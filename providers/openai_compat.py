@@ -42,11 +42,15 @@ from providers.errors import (
     RequestRejected,
     ServerFault,
 )
+from providers.fim_formats import FORMATS, detect
 from providers.quirks import (
+    CANARY_PREFIX,
+    CANARY_SUFFIX,
     JsonMode,
     choose_json_mode,
     context_refusal,
     fit_max_tokens,
+    honours_suffix,
     names_feature,
     response_format,
 )
@@ -298,12 +302,10 @@ class OpenAICompatProvider:
             await self.list_models()
             caps.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         caps.fim = self.config.capabilities.fim
-        if caps.fim is None:
-            caps.fim = await self._check(
-                fast.completions.create(model=model, prompt="def f(", suffix="):", max_tokens=1),
-                model,
-                "fim",
-            )
+        if caps.fim is None:  # accepting `suffix` is not enough: is it honoured?
+            self.known.pop(model, None)  # probe afresh
+            caps.fim_format = await self.fim_way(model)
+            caps.fim = (self.known.get(model) or Capabilities()).fim
         caps.json_schema = self.config.capabilities.json_schema
         schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
         if caps.json_schema is None:
@@ -347,6 +349,53 @@ class OpenAICompatProvider:
             return None
         return True
 
+    async def fim_way(self, model: str) -> str | None:
+        """How fill-in-the-middle works with ``model``, found once with the canary of
+        :mod:`providers.quirks`: ``"suffix"`` when the server honours ``suffix``, else the
+        first model family whose raw FIM prompt it honours (the model's name's family
+        first), else None (and FIM counts as unsupported). Connection trouble decides
+        nothing and is not remembered."""
+        known = self.known.get(model)
+        if known is not None and known.fim_format is not None:
+            return known.fim_format
+        fast = self._client.with_options(timeout=self._probe_timeout * 3)
+        try:
+            if self.config.capabilities.fim is not False:
+                try:
+                    answer = await fast.completions.create(
+                        model=model,
+                        prompt=CANARY_PREFIX,
+                        suffix=CANARY_SUFFIX,
+                        max_tokens=8,
+                        temperature=0,
+                    )
+                    if honours_suffix(answer.choices[0].text or ""):
+                        self._learn(model, fim=True, fim_format="suffix")
+                        return "suffix"
+                except openai.APIStatusError:
+                    pass  # refused: the raw prompts may still work
+            family = detect(model)
+            order = [family] if family is not None else []
+            order += [f for f in FORMATS.values() if f is not family]
+            for fmt in order:
+                answer = await fast.completions.create(
+                    model=model,
+                    prompt=fmt.build(CANARY_PREFIX, CANARY_SUFFIX),
+                    max_tokens=8,
+                    temperature=0,
+                    stop=list(fmt.stops[:4]),
+                )
+                if honours_suffix(answer.choices[0].text or ""):
+                    self._learn(model, fim=True, fim_format=fmt.name)
+                    return fmt.name
+        except openai.APIStatusError as exc:
+            log.info("%s: FIM canary refused (%s)", self._target(model), _short(exc))
+        except Exception as exc:  # unreachable, timed out: decide nothing
+            log.info("%s: FIM canary inconclusive (%s)", self._target(model), _short(exc))
+            return None
+        self._learn(model, fim=False)
+        return None
+
     def remember(self, model: str, caps: Capabilities) -> None:
         """Seed capability knowledge from the probe cache."""
         self.known[model] = caps
@@ -359,7 +408,7 @@ class OpenAICompatProvider:
     def _target(self, model: str | None) -> str:
         return f"{self.name}:{model}" if model else self.name
 
-    def _learn(self, model: str, **flags: bool) -> None:
+    def _learn(self, model: str, **flags: Any) -> None:
         caps = self.known.get(model) or Capabilities()
         self.known[model] = caps.model_copy(update=flags)
 

@@ -83,6 +83,9 @@ class ProviderRow(BaseModel):
     fim: bool | None
     json_schema: bool | None
     json_object: bool | None = None
+    fim_format: str | None = Field(
+        None, description="'suffix', or the model family whose raw FIM prompt is used"
+    )
     json_mode: str = Field(
         "?", description="how structured output is asked for: json_schema, json_object, prompt"
     )
@@ -149,6 +152,7 @@ async def probe_all(
             fim=caps.fim,
             json_schema=caps.json_schema,
             json_object=caps.json_object,
+            fim_format=caps.fim_format,
             json_mode=_json_mode(caps),
             health=state.state if state else "healthy",
             cooldown_s=state.cooldown_remaining_s if state else 0.0,
@@ -183,6 +187,7 @@ async def _probe(provider: Provider, model: str, cached: Capabilities | None) ->
                     "fim": cached.fim,
                     "json_schema": cached.json_schema,
                     "json_object": cached.json_object,
+                    "fim_format": cached.fim_format,
                 }
             )
             provider.remember(model, live)
@@ -195,6 +200,13 @@ def _json_mode(caps: Capabilities) -> str:
     if caps.json_schema is None:
         return "?"
     return choose_json_mode(caps.json_schema, caps.json_object)
+
+
+def _fim_way(row: ProviderRow) -> str:
+    """FIM column: how infilling is done (suffix, raw:<family>), or no / ?."""
+    if row.fim and row.fim_format:
+        return row.fim_format if row.fim_format == "suffix" else f"raw:{row.fim_format}"
+    return _yes_no(row.fim)
 
 
 def _yes_no(value: bool | None) -> str:
@@ -227,7 +239,7 @@ def format_table(rows: list[ProviderRow]) -> str:
                 _yes_no(r.local),
                 _yes_no(r.reachable),
                 f"{r.latency_ms:.0f} ms" if r.latency_ms is not None else "-",
-                _yes_no(r.fim) if r.reachable else "-",
+                _fim_way(r) if r.reachable else "-",
                 r.json_mode if r.reachable else "-",
                 health,
                 note,

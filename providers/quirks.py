@@ -10,6 +10,12 @@ differ from OpenAI's API that decide whether a run works at all:
   which one the server takes: ``json_schema``, then ``json_object`` with the schema, then
   the schema in the prompt. An answer is an *unsupported feature* when its message names
   the feature, whatever its status code (:func:`names_feature`).
+* **FIM.** A server may accept ``suffix`` and not honour it: llama-cpp-python builds the
+  infill prompt from fixed sentinel ids, so with a model whose sentinels differ its answers
+  are junk while every probe that only checks acceptance passes. A *canary* infill whose
+  answer the suffix forces (:data:`CANARY_PREFIX`, :data:`CANARY_SUFFIX`,
+  :func:`honours_suffix`) tells a server that honours ``suffix`` from one that does not;
+  failing that, the model family's raw FIM prompt is tried on the same canary.
 * **Context.** A request whose prompt plus ``max_tokens`` exceeds the server's context is
   refused (llama-cpp-python: HTTP 400 "maximum context length is N tokens ... (P in the
   messages, ...)"). :func:`context_refusal` reads N and P from that message, and the client
@@ -33,6 +39,18 @@ _CONTEXT = re.compile(r"maximum context length is (\d+) tokens", re.I)
 _PROMPT = re.compile(r"\((\d+) in the messages", re.I)
 _WINDOW = re.compile(r"exceed context window of (\d+)", re.I)
 _REQUESTED = re.compile(r"requested tokens \((\d+)\)", re.I)
+
+
+#: a list the suffix completes: a model that sees the suffix answers ``12`` and stops; one
+#: that does not sees an open list and goes on past 13; a scrambled prompt gives anything
+CANARY_PREFIX = "numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, "
+CANARY_SUFFIX = ", 13, 14, 15, 16]\n"
+
+
+def honours_suffix(text: str) -> bool:
+    """Whether a canary infill's answer is what the suffix forces."""
+    answer = text.strip()
+    return answer.startswith("12") and "13" not in answer
 
 
 def names_feature(detail: str, *features: str) -> bool:

@@ -21,8 +21,8 @@ from council.completion import postprocess as pp
 from council.completion.backends import CancelToken, RouterBackend, fixed_router
 from council.completion.cache import CompletionCache, Key
 from council.completion.engine import CompletionEngine, InlineRequest, Selected
-from council.completion.fim_formats import FORMATS, cut_at_sentinel, detect
 from council.completion.terminal import LocationError, offset_of, parse_location
+from providers.fim_formats import FORMATS, cut_at_sentinel, detect
 from providers.loopback import LoopbackProvider, Reply
 from providers.registry import build_providers, close_all
 from providers.router import Router
@@ -419,8 +419,11 @@ async def test_a_named_format_is_sent_raw() -> None:
 
 @pytest.mark.anyio
 async def test_refused_suffix_falls_back_to_chat_then_to_the_family_format() -> None:
+    """Without the canary's verdict (fim_way unknown, e.g. the provider cannot run it), a
+    refused suffix goes over chat, then to the family's raw prompt guessed from the name."""
     with LoopbackProvider(models=("qwen2.5-coder:1.5b",), supports_suffix=False) as lb:
         engine, router = _engine(lb, "qwen2.5-coder:1.5b")
+        engine.backend._way = "suffix"  # type: ignore[attr-defined]  # as if not asked
         lb.script(Reply(content="```python\nfirst\n```"), Reply(content="second"))
         a = await engine.complete(InlineRequest("x = \ny = 2\n", 4, False), CancelToken())
         assert (a.text, a.via) == ("first", "fim-over-chat")

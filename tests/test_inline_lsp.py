@@ -271,7 +271,10 @@ async def test_settings_change_swaps_the_backend(editor: Editor, lb: LoopbackPro
 
 
 async def test_provider_refusing_suffix(tmp_path: Path, workspace: Path) -> None:
-    with LoopbackProvider(models=(QWEN,), supports_suffix=False) as lb:
+    """The canary finds that the server refuses `suffix` but reads the model family's raw
+    FIM prompt, so completions go raw from the first request; a server that reads neither
+    gets the infill prompt over chat."""
+    with LoopbackProvider(models=(QWEN,), supports_suffix=False, raw_fim="qwen") as lb:
         config = write_config(tmp_path / "c.toml", lb.base_url, f'backend = "lb:{QWEN}"')
         editor = await start(workspace, config)
         try:
@@ -280,13 +283,41 @@ async def test_provider_refusing_suffix(tmp_path: Path, workspace: Path) -> None
             assert texts(await complete(editor, uri, 0, 4)) == ["1"]
             editor.change(uri, "a = 1\nc = \n")
             assert texts(await complete(editor, uri, 1, 4)) == ["3"]
-            paths = [r.path for r in lb.requests]
-            assert paths == ["/v1/completions", "/v1/chat/completions", "/v1/completions"]
-            assert lb.requests[0].status == 400 and lb.requests[0].body["suffix"] == "\nb = 2\n"
-            assert "a = <FILL>\nb = 2" in lb.requests[1].body["messages"][-1]["content"]
-            assert lb.requests[2].body["prompt"] == (
+            assert [r.path for r in lb.requests] == ["/v1/completions"] * 2
+            assert lb.requests[1].body["prompt"] == (
                 "<|fim_prefix|>a = 1\nc = <|fim_suffix|>\n<|fim_middle|>"
             )
+            assert "suffix" not in lb.requests[1].body
+            assert [r.status for r in lb.canaries] == [400, 200]  # suffix, then raw qwen
+        finally:
+            await editor.client.shutdown_session()
+    with LoopbackProvider(models=(QWEN,), supports_suffix=False) as lb:
+        config = write_config(tmp_path / "c.toml", lb.base_url, f'backend = "lb:{QWEN}"')
+        editor = await start(workspace, config)
+        try:
+            uri = editor.open("m.py", "a = \nb = 2\n")
+            lb.script(Reply(content="1"))
+            assert texts(await complete(editor, uri, 0, 4)) == ["1"]
+            assert [r.path for r in lb.requests] == ["/v1/chat/completions"]
+            assert "a = <FILL>\nb = 2" in lb.requests[0].body["messages"][-1]["content"]
+        finally:
+            await editor.client.shutdown_session()
+
+
+async def test_a_server_that_scrambles_suffix_gets_the_raw_prompt(
+    tmp_path: Path, workspace: Path
+) -> None:
+    """llama-cpp-python accepts `suffix` and scrambles it (fixed sentinel ids): the canary
+    catches it and the model family's raw FIM prompt is used instead."""
+    with LoopbackProvider(models=("council-tiny",), fim="scrambled", raw_fim="starcoder") as lb:
+        config = write_config(tmp_path / "c.toml", lb.base_url, 'backend = "lb:council-tiny"')
+        editor = await start(workspace, config)
+        try:
+            uri = editor.open("m.py", "a = \nb = 2\n")
+            lb.script(Reply(content="1"))
+            assert texts(await complete(editor, uri, 0, 4)) == ["1"]
+            (body,) = [r.body for r in lb.requests]
+            assert body["prompt"] == "<fim_prefix>a = <fim_suffix>\nb = 2\n<fim_middle>"
         finally:
             await editor.client.shutdown_session()
 

@@ -300,3 +300,18 @@ async def test_missing_usage_is_estimated(loopback: LoopbackProvider) -> None:
     loopback.script(Reply(body=json.dumps(body), headers={"Content-Type": "application/json"}))
     result = await client(loopback).chat(ChatRequest.of("0123456789abcdef", model="m1"))
     assert result.usage.estimated and result.usage.completion_tokens == 2
+
+
+async def test_probe_finds_how_fim_really_works() -> None:
+    """Accepting `suffix` is not honouring it: the canary tells them apart, then finds the
+    raw prompt the model reads (llama-cpp-python with the project's GGUF: starcoder)."""
+    with LoopbackProvider(models=("m1",)) as honest:
+        caps = await client(honest).probe("m1")
+        assert caps.fim is True and caps.fim_format == "suffix"
+    with LoopbackProvider(models=("m1",), fim="scrambled", raw_fim="starcoder") as llama:
+        caps = await client(llama).probe("m1")
+        assert caps.fim is True and caps.fim_format == "starcoder"
+        assert [r.body.get("suffix") is not None for r in llama.canaries][0]
+    with LoopbackProvider(models=("m1",), fim="scrambled") as junk:
+        caps = await client(junk).probe("m1")
+        assert caps.fim is False and caps.fim_format is None

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from council.completion.context import approx_tokens
-from council.completion.fim_formats import FORMATS, FimFormat, detect
 from providers.base import CompletionRequest
+from providers.fim_formats import FORMATS, FimFormat, detect
 from providers.router import Router
 from providers.settings import CompletionConfig, Tier
 from providers.specialist import DEFAULT_MODEL_DIR, Specialist, SpecialistUnavailable, shared
@@ -309,6 +309,8 @@ class RouterBackend:
         self._forced: FimFormat | None = FORMATS.get(fim_format)
         self._family = detect(self.tier.model) if fim_format == "auto" else None
         self._suffix_refused = False
+        #: how the provider found FIM works (providers.openai_compat.fim_way), asked once
+        self._way: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -332,7 +334,24 @@ class RouterBackend:
         """The family format sent raw now (None: `suffix` is sent)."""
         if self._forced is not None:
             return self._forced
+        if self._way in FORMATS:
+            return FORMATS[self._way]
+        if self._way == "none":  # the canary found neither suffix nor a raw prompt works
+            return None
         return self._family if self._suffix_refused else None
+
+    async def _find_way(self) -> None:
+        """With ``fim_format = "auto"``, ask the provider once how FIM really works there:
+        a server may accept ``suffix`` and scramble it (llama-cpp-python)."""
+        if self._forced is not None or self._way is not None:
+            return
+        async with self._lease() as router:
+            provider = router.providers.get(self.tier.provider)
+            find = getattr(provider, "fim_way", None)
+            if find is not None:
+                self._way = await find(self.tier.model) or "none"
+            else:
+                self._way = "suffix"
 
     async def infill(
         self,
@@ -349,6 +368,7 @@ class RouterBackend:
     ) -> ModelAnswer:
         # A provider answers whole (no stream): `settled` and `deadline` cannot stop it
         # early; its time is bounded by completion.timeout_secs instead.
+        await self._find_way()
         fmt = self.raw_format
         stops = list(stop)
         if fmt is not None:  # the family's end token first: the list may be cut to four

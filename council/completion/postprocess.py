@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from council.completion.fim_formats import cut_at_sentinel
+from providers.fim_formats import cut_at_sentinel
 
 Mode = Literal["single", "multi"]
 
