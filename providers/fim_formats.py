@@ -14,15 +14,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FimFormat:
-    """Prefix-suffix-middle (PSM) layout: ``{pre}{prefix}{suf}{suffix}{mid}`` then the model."""
+    """Prefix-suffix-middle (PSM) layout: ``{pre}{prefix}{suf}{suffix}{mid}`` then the model;
+    with ``spm``, suffix-prefix-middle as in StarCoder's training (and the project's own
+    specialist, which trains on both and reads SPM best):
+    ``{pre}{suf}{suffix}{mid}{prefix}``."""
 
     name: str
     pre: str
     suf: str
     mid: str
     stops: tuple[str, ...]
+    spm: bool = False
 
     def build(self, prefix: str, suffix: str) -> str:
+        if self.spm:
+            return f"{self.pre}{self.suf}{suffix}{self.mid}{prefix}"
         return f"{self.pre}{prefix}{self.suf}{suffix}{self.mid}"
 
 
@@ -50,7 +56,18 @@ DEEPSEEK = FimFormat(
 # Meta's infilling format: the spaces around the sentinels are part of it.
 CODELLAMA = FimFormat("codellama", "<PRE> ", " <SUF>", " <MID>", ("<EOT>", "<PRE>", "<SUF>"))
 
-FORMATS: dict[str, FimFormat] = {f.name: f for f in (STARCODER, QWEN, DEEPSEEK, CODELLAMA)}
+STARCODER_SPM = FimFormat(
+    "starcoder-spm",
+    STARCODER.pre,
+    STARCODER.suf,
+    STARCODER.mid,
+    STARCODER.stops,
+    spm=True,
+)
+
+FORMATS: dict[str, FimFormat] = {
+    f.name: f for f in (STARCODER, QWEN, DEEPSEEK, CODELLAMA, STARCODER_SPM)
+}
 
 # Checked in order; the first pattern found in the lower-cased model name wins.
 _FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = (

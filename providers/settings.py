@@ -220,7 +220,9 @@ class CompletionConfig(_Strict):
     model_path: str = Field(
         "", description="The specialist's model directory; empty: the shipped default model"
     )
-    fim_format: Literal["auto", "suffix", "starcoder", "qwen", "deepseek", "codellama"] = Field(
+    fim_format: Literal[
+        "auto", "suffix", "starcoder", "starcoder-spm", "qwen", "deepseek", "codellama"
+    ] = Field(
         "auto",
         description="auto: send `suffix`, then the model family's raw format if it is refused",
     )

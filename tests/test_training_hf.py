@@ -378,7 +378,9 @@ def test_gguf_export_reads_back(tmp_path: Path) -> None:
     assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(1e-5)
     tokens = field(reader, "tokenizer.ggml.tokens")
     assert len(tokens) == VOCAB and tokens[0] == "<|endoftext|>" and tokens[-1] == "[PAD319]"
-    assert field(reader, "tokenizer.ggml.token_type")[:2] == [3, 3]  # control tokens
+    # EOS stays a control token (end of generation); the FIM prefix/suffix/middle sentinels
+    # are user-defined so llama.cpp prints them and stop strings can end on them
+    assert field(reader, "tokenizer.ggml.token_type")[:4] == [3, 4, 4, 4]
     assert len(field(reader, "tokenizer.ggml.merges")) > 0
 
     read = {t.name: np.asarray(t.data).reshape(t.data.shape) for t in reader.tensors}

@@ -116,9 +116,18 @@ def _add_tokenizer(writer: Any, tokenizer_dir: Path, vocab_size: int) -> None:
         raise ValueError(f"GGUF export supports BPE tokenizers only, not {model.get('type')}")
     by_id: dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
     types: dict[int, int] = {}
+    # The FIM sentinels a model may emit past its answer (prefix, suffix, middle) are typed
+    # USER_DEFINED, not CONTROL: llama.cpp decides end-of-generation from a fixed set of ids
+    # (EOS, EOT, FIM pad/rep/sep) and token texts, with no GGUF key to add others, and it
+    # renders CONTROL tokens as nothing, so a client's stop strings could never see them
+    # and generation ran on past them ("control token ... is not marked as EOG"). As
+    # user-defined tokens they are still read from prompt text, but printed, so `stop`
+    # ends the answer there. EOS and the FIM pad stay CONTROL, and are EOG.
+    sentinel_texts = {t for role in ("pre", "suf", "mid") for t in _FIM_TOKENS[role]}
     for added in tok.get("added_tokens", []):
         by_id[int(added["id"])] = added["content"]
-        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        control = added.get("special") and added["content"] not in sentinel_texts
+        kind = gguf.TokenType.CONTROL if control else gguf.TokenType.USER_DEFINED
         types[int(added["id"])] = int(kind)
     if max(by_id) >= vocab_size:
         raise ValueError(

@@ -80,8 +80,8 @@ local function validate(opts)
     vim.validate("settings.completion.enabled", comp.enabled, "boolean", true)
     vim.validate("settings.completion.model_path", comp.model_path, "string", true)
     vim.validate("settings.completion.fim_format", comp.fim_format, function(v)
-      return v == nil or vim.tbl_contains({ "auto", "suffix", "starcoder", "qwen", "deepseek", "codellama" }, v)
-    end, "auto|suffix|starcoder|qwen|deepseek|codellama")
+      return v == nil or vim.tbl_contains({ "auto", "suffix", "starcoder", "starcoder-spm", "qwen", "deepseek", "codellama" }, v)
+    end, "auto|suffix|starcoder|starcoder-spm|qwen|deepseek|codellama")
     for _, k in ipairs({ "max_context_tokens", "max_tokens", "max_tokens_multiline", "max_lines", "max_latency_ms", "snippet_tokens", "temperature", "timeout_secs" }) do
       vim.validate("settings.completion." .. k, comp[k], "number", true)
     end
