@@ -34,7 +34,7 @@ from training.tokenizer import CodeTokenizer
 
 log = logging.getLogger(__name__)
 
-CHUNK_BUCKETS = (16, 64, 256)
+CHUNK_BUCKETS = (16, 64, 128, 256)
 CACHE_BUCKETS = (256, 512, 1024, 2048, 4096)
 
 
@@ -81,18 +81,26 @@ def _bucket(n: int, buckets: Sequence[int]) -> int:
 def _sample(
     logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array
 ) -> jax.Array:
-    """Next token per row from fp32 logits [B, V]; greedy when temperature <= 0."""
-    greedy = jnp.argmax(logits, axis=-1)
-    scaled = logits / jnp.maximum(temperature, 1e-6)
-    order = jnp.argsort(-scaled, axis=-1)
-    sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    # keep the smallest prefix whose mass reaches top_p (the first token always survives)
-    keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p
-    sorted_logits = jnp.where(keep, sorted_logits, -jnp.inf)
-    choice = jax.random.categorical(key, sorted_logits, axis=-1)
-    sampled = jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0]
-    return jnp.where(temperature <= 0, greedy, sampled).astype(jnp.int32)
+    """Next token per row from fp32 logits [B, V]; greedy when temperature <= 0.
+
+    The branch is a ``lax.cond`` on the traced temperature, so a greedy step never sorts the
+    vocabulary for top-p (1.4 ms of a 3.7 ms decode step), and neither setting recompiles."""
+
+    def greedy(logits: jax.Array) -> jax.Array:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def sample(logits: jax.Array) -> jax.Array:
+        scaled = logits / jnp.maximum(temperature, 1e-6)
+        order = jnp.argsort(-scaled, axis=-1)
+        sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # keep the smallest prefix whose mass reaches top_p (the first token always survives)
+        keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p
+        sorted_logits = jnp.where(keep, sorted_logits, -jnp.inf)
+        choice = jax.random.categorical(key, sorted_logits, axis=-1)
+        return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+    return jax.lax.cond(temperature <= 0, greedy, sample, logits)
 
 
 class Generator:
@@ -150,8 +158,9 @@ class Generator:
         start with the text the prompt's last token was cut from; otherwise all True.
         """
         model = nnx.merge(self.graphdef, state)
-        logits, cache = model(tokens, cache=cache, pos=pos)
-        last_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+        x, cache = model.hidden(tokens, cache=cache, pos=pos)
+        x_last = jnp.take_along_axis(x, last[:, None, None], axis=1)  # [B, 1, D]
+        last_logits = model.project(x_last)[:, 0]
         last_logits = jnp.where(allowed[None, :], last_logits, -jnp.inf)
         return _sample(last_logits, key, temperature, top_p), cache
 
