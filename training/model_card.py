@@ -10,6 +10,7 @@ run's configs and metrics, the evaluation JSON), never typed by hand, so re-runn
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -22,6 +23,24 @@ REPRODUCE = "make default-model"
 def _metrics(run: Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _schedule_changes(records: list[dict[str, Any]]) -> list[str]:
+    """A line per point where the logged learning rate jumped back up: a run resumed with a
+    longer cosine horizon (``council train fit --steps N`` on an existing run), which the
+    saved config, holding only the last horizon, does not show."""
+    out = []
+    logged = [r for r in records if "lr" in r]
+    peak = 0.0
+    for before, after in itertools.pairwise(logged):
+        peak = max(peak, before["lr"])
+        if after["lr"] > 1.2 * before["lr"] and before["lr"] < 0.5 * peak:  # not warmup
+            out.append(
+                f"- Continued after step {before['step']:,} (learning rate {before['lr']:.2g}) "
+                f"with a longer cosine horizon: the rate stepped back up to {after['lr']:.2g} "
+                "and decayed again."
+            )
+    return out
 
 
 def _data_lines(manifest: dict[str, Any], report: dict[str, Any]) -> list[str]:
@@ -158,8 +177,10 @@ def render(data: Path, run: Path, evaluation: dict[str, Any], extra: dict[str, A
         f"- Steps: {last['step']:,} at batch {train_cfg.get('batch_size')} x "
         f"{manifest['row_len'] - 1} tokens; tokens seen: {last.get('tokens_seen', 0):,}.",
         f"- AdamW, peak learning rate {train_cfg.get('lr')}, to {train_cfg.get('lr_min')} "
-        f"(cosine), warmup {warmup} steps, weight decay "
+        f"(cosine), warmup {warmup if not _schedule_changes(records) else 'linear'}"
+        f"{' steps' if not _schedule_changes(records) else ''}, weight decay "
         f"{train_cfg.get('weight_decay')}, clip {train_cfg.get('clip')}.",
+        *_schedule_changes(records),
         f"- Hardware: {extra.get('hardware', 'CPU')}; throughput about "
         f"{sorted(tok_s)[len(tok_s) // 2]:,.0f} tokens/s (median)."
         if tok_s
