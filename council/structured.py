@@ -76,7 +76,9 @@ def parse_as(model: type[T], text: str) -> T:
     first_error: Exception | None = None
     for candidate in json_candidates(text):
         try:
-            data: Any = json.loads(candidate)
+            # strict=False: raw newlines and tabs inside strings, which llama.cpp's JSON
+            # grammar lets a model write, are read as themselves rather than refused
+            data: Any = json.loads(candidate, strict=False)
         except ValueError as exc:
             first_error = first_error or exc
             continue

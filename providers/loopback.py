@@ -721,7 +721,7 @@ def _completion_default(provider: LoopbackProvider, prompt: str, suffix: Any) ->
 
     if suffix is not None:
         if provider.fim == "scrambled":
-            return "<fim_middle> x = ] 7"
+            return '"""\nThis module is a list of'  # what llama-cpp-python answered
         return "12" if suffix == CANARY_SUFFIX and prompt.endswith(CANARY_PREFIX) else "pass"
     fmt = FORMATS.get(provider.raw_fim or "")
     if fmt is not None and prompt == fmt.build(CANARY_PREFIX, CANARY_SUFFIX):

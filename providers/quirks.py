@@ -41,16 +41,22 @@ _WINDOW = re.compile(r"exceed context window of (\d+)", re.I)
 _REQUESTED = re.compile(r"requested tokens \((\d+)\)", re.I)
 
 
-#: a list the suffix completes: a model that sees the suffix answers ``12`` and stops; one
-#: that does not sees an open list and goes on past 13; a scrambled prompt gives anything
+#: a list with one number missing: a model reading a well-formed FIM prompt answers ``12``;
+#: a scrambled prompt (sentinels the model does not know) gives anything else
 CANARY_PREFIX = "numbers = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, "
 CANARY_SUFFIX = ", 13, 14, 15, 16]\n"
 
 
 def honours_suffix(text: str) -> bool:
-    """Whether a canary infill's answer is what the suffix forces."""
-    answer = text.strip()
-    return answer.startswith("12") and "13" not in answer
+    """Whether a canary infill's first item is the missing ``12``.
+
+    Only the first item counts: what a small model writes after it depends on sampling
+    settings the client cannot always set (llama-cpp-python's default repeat penalty turns
+    "12, 12" into "12, 13"). So this tells a working FIM prompt from a scrambled one, but
+    not a server that drops ``suffix`` silently (it also answers 12, then goes on); state
+    ``capabilities = { fim = false }`` for such a server."""
+    first = text.strip().split(",")[0].split("\n")[0].strip()
+    return first == "12"
 
 
 def names_feature(detail: str, *features: str) -> bool:

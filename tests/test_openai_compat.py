@@ -311,7 +311,16 @@ async def test_probe_finds_how_fim_really_works() -> None:
     with LoopbackProvider(models=("m1",), fim="scrambled", raw_fim="starcoder") as llama:
         caps = await client(llama).probe("m1")
         assert caps.fim is True and caps.fim_format == "starcoder"
-        assert [r.body.get("suffix") is not None for r in llama.canaries][0]
+        assert llama.canaries[0].body.get("suffix") is not None
     with LoopbackProvider(models=("m1",), fim="scrambled") as junk:
         caps = await client(junk).probe("m1")
         assert caps.fim is False and caps.fim_format is None
+
+
+async def test_structured_replies_may_hold_raw_control_characters_in_strings() -> None:
+    """llama.cpp's JSON grammar lets a model put a raw newline or tab inside a string,
+    which strict JSON refuses; the reply is still the object the model meant."""
+    from council.structured import parse_as
+
+    got = parse_as(Answer, '{"name": "a\tb\nc", "count": 2, "tags": []}')
+    assert got.name == "a\tb\nc" and got.count == 2
