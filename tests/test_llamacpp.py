@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.test_cli import council as run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = os.environ.get("LLAMACPP_PYTHON_VERSION", "0.3.36")
 CACHE = Path(
@@ -49,16 +51,9 @@ def _free_port() -> int:
 
 
 def council(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / ".cache")}
-    env["COUNCIL_CONFIG"] = str(cwd / "council.toml")
-    return subprocess.run(
-        [sys.executable, "-m", "council.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    """The CLI with the project's council.toml (see tests/test_cli.py)."""
+    return run_cli(
+        *args, cwd=cwd, env={"COUNCIL_CONFIG": str(cwd / "council.toml")}, timeout=timeout
     )
 
 
