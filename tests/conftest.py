@@ -27,6 +27,20 @@ def _server_messages_are_valid() -> Iterator[None]:
         pytest.fail("invalid LSP messages from the server:\n" + "\n".join(problems[:10]))
 
 
+@pytest.fixture(autouse=True)
+def _logging_is_restored() -> Iterator[None]:
+    """`council.cli.main()` run in-process (the bench tests) installs the CLI's stderr
+    handler on the root logger, bound to that test's captured stream: later tests then log
+    into a closed file, and caplog saw mangled records. Every test leaves logging as found."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

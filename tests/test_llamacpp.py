@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -255,7 +256,9 @@ def test_cancelling_a_run_closes_the_server_request(project: Path, llama: Server
     process = subprocess.Popen(
         [sys.executable, "-m", "council.cli", "run", "Write a long module", "--mode", "generate"],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=False,
+        # a shell without job control starts background jobs with SIGINT ignored, and the
+        # child would inherit that: give it the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -263,7 +266,7 @@ def test_cancelling_a_run_closes_the_server_request(project: Path, llama: Server
             assert process.poll() is None, process.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "the run never reached the server"
             time.sleep(0.05)
-        process.send_signal(2)  # Ctrl-C
+        process.send_signal(signal.SIGINT)  # Ctrl-C
         process.wait(30)
     finally:
         if process.poll() is None:
