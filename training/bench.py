@@ -40,7 +40,8 @@ def _prepare(
     import numpy as np
 
     from training.config import preset
-    from training.train import TrainConfig, Trainer, make_mesh
+    from training.mesh import make_mesh
+    from training.train import TrainConfig, Trainer
 
     cfg = preset(name, **overrides)
     seq = seq_len or cfg.max_seq_len

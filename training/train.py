@@ -52,13 +52,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import logging
-import math
-import shutil
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,45 +64,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from training import checkpoint
 from training.config import ModelConfig
-from training.flops import flops_per_token, measure_peak_flops, mfu
+from training.mesh import (
+    BATCH_AXES,
+    _to_global,
+    batch_sharding,
+    check_shardable,
+    parse_mesh,
+    put_batch,
+)
 from training.model import Transformer, build
 
 if TYPE_CHECKING:
-    from training.data import PackedData
+    pass
 
 log = logging.getLogger(__name__)
 
-MESH_AXES = ("data", "fsdp")
-#: the batch dimension is split over both mesh axes (MaxText's layout)
-BATCH_AXES = ("data", "fsdp")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 Params = dict[str, Any]
 Metrics = dict[str, jax.Array]
-
-
-def parse_mesh(spec: str) -> dict[str, int]:
-    """``"data=-1,fsdp=1"`` -> ``{"data": -1, "fsdp": 1}`` (missing axes are 1)."""
-    sizes = {"data": 1, "fsdp": 1}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, sep, raw = item.partition("=")
-        name = name.strip()
-        if not sep or name not in sizes:
-            raise ValueError(f"bad mesh {spec!r}: expected e.g. data=-1,fsdp=1")
-        try:
-            sizes[name] = int(raw)
-        except ValueError:
-            raise ValueError(f"bad mesh {spec!r}: {raw!r} is not an integer") from None
-        if sizes[name] == 0 or sizes[name] < -1:
-            raise ValueError(f"bad mesh {spec!r}: sizes are positive or -1")
-    if list(sizes.values()).count(-1) > 1:
-        raise ValueError(f"bad mesh {spec!r}: at most one axis may be -1")
-    return sizes
 
 
 @dataclass(frozen=True)
@@ -224,67 +203,6 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
             f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}"
         ) from None
     return base.replace(**overrides) if overrides else base
-
-
-# -- mesh and shardings -----------------------------------------------------------------
-
-
-def make_mesh(spec: str, devices: list[jax.Device] | None = None) -> Mesh:
-    """A ``(data, fsdp)`` mesh over ``devices`` (default: all, across every process)."""
-    devices = list(devices if devices is not None else jax.devices())
-    sizes = parse_mesh(spec)
-    fixed = math.prod(v for v in sizes.values() if v != -1)
-    if -1 in sizes.values():
-        if len(devices) % fixed:
-            raise ValueError(f"mesh {spec!r} does not divide {len(devices)} devices")
-        sizes = {k: (len(devices) // fixed if v == -1 else v) for k, v in sizes.items()}
-    if math.prod(sizes.values()) != len(devices):
-        raise ValueError(
-            f"mesh {spec!r} needs {math.prod(sizes.values())} devices, {len(devices)} present"
-        )
-    shape = (sizes["data"], sizes["fsdp"])
-    # Auto axes: XLA propagates shardings from the parameters and the batch (GSPMD style).
-    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
-
-
-def _to_global(value: Any, like: jax.ShapeDtypeStruct) -> jax.Array:
-    """A host value (the same on every process) laid out as ``like`` says."""
-    host = np.asarray(value, like.dtype)
-    return jax.make_array_from_callback(like.shape, like.sharding, lambda index: host[index])
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(BATCH_AXES, None))
-
-
-def put_batch(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """A global batch (the same on every process) -> a sharded ``jax.Array``.
-
-    Each process passes only the rows its devices hold; on one process that is all of them.
-    """
-    if jax.process_count() == 1:
-        return jax.device_put(array, sharding)
-    index = sharding.addressable_devices_indices_map(array.shape)
-    starts = [sl[0].indices(array.shape[0]) for sl in index.values()]
-    lo, hi = min(s[0] for s in starts), max(s[1] for s in starts)
-    return jax.make_array_from_process_local_data(sharding, array[lo:hi], array.shape)
-
-
-def check_shardable(cfg: ModelConfig, mesh: Mesh, batch_size: int, grad_accum: int) -> None:
-    """Readable errors for shapes the mesh cannot split evenly."""
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    micro = batch_size // grad_accum
-    if micro % shards:
-        raise ValueError(
-            f"micro-batch {micro} (batch_size {batch_size} / grad_accum {grad_accum}) must be "
-            f"a multiple of the {shards} devices in mesh data={mesh.shape['data']},"
-            f"fsdp={mesh.shape['fsdp']}"
-        )
-    fsdp = mesh.shape["fsdp"]
-    dims = {"hidden_dim": cfg.hidden_dim, "vocab_size": cfg.vocab_size}
-    bad = [f"{k}={v}" for k, v in dims.items() if v % fsdp]
-    if bad:
-        raise ValueError(f"fsdp={fsdp} must divide {', '.join(bad)}")
 
 
 # -- optimizer ----------------------------------------------------------------------------
@@ -585,269 +503,3 @@ def get_trainer(model_cfg: ModelConfig, train_cfg: TrainConfig, mesh: Mesh) -> T
     calls :func:`fit` again (a resume) reuses the compiled step instead of recompiling.
     """
     return _cached_trainer(model_cfg, _step_config(train_cfg), mesh)
-
-
-# -- fit ------------------------------------------------------------------------------------
-
-
-def resolve_model_config(
-    base: ModelConfig, data_vocab: int, overrides: dict[str, Any] | None = None
-) -> ModelConfig:
-    """The dataset's vocabulary sets the model's unless ``vocab_size`` is overridden."""
-    overrides = dict(overrides or {})
-    overrides.setdefault("vocab_size", data_vocab)
-    return base.replace(**overrides)
-
-
-def _check_compatible(cfg: ModelConfig, data: PackedData, train_cfg: TrainConfig) -> None:
-    data_vocab = int(data.manifest["vocab_size"])
-    if cfg.vocab_size < data_vocab:
-        raise ValueError(
-            f"model vocab_size {cfg.vocab_size} is smaller than the dataset's {data_vocab}: "
-            "token ids would be out of range (drop --set vocab_size or match the tokenizer)"
-        )
-    seq_len = data.row_len - 1
-    if seq_len > cfg.max_seq_len:
-        raise ValueError(
-            f"dataset rows hold {seq_len} positions but max_seq_len is {cfg.max_seq_len}: "
-            f"use --set max_seq_len={seq_len} or pack the data with a shorter context"
-        )
-    if train_cfg.fim_rate > 0 and all(
-        v is None for v in (data.manifest.get("fim_ids") or {}).values()
-    ):
-        raise ValueError(
-            f"fim_rate {train_cfg.fim_rate} but the dataset's tokenizer has no FIM tokens "
-            "(pass --fim-rate 0)"
-        )
-
-
-def _config_diff(a: ModelConfig, b: ModelConfig) -> str:
-    da, db = a.to_dict(), b.to_dict()
-    return ", ".join(f"{k}: {da[k]} -> {db[k]}" for k in da if da[k] != db[k])
-
-
-def _copy_tokenizer(data_dir: Path, run_dir: Path) -> None:
-    for name in TOKENIZER_FILES:
-        src = data_dir / name
-        if src.is_file():
-            shutil.copyfile(src, run_dir / name)
-
-
-def _val_batches(data: PackedData, batch_size: int, count: int) -> list[tuple[Any, Any]]:
-    """The fixed validation set: the first ``count`` batches of ``val`` in order, no FIM."""
-    try:
-        rows = data.num_rows("val")
-    except ValueError:
-        rows = 0
-    if rows == 0:
-        log.warning("no validation loss: the dataset has no val rows")
-        return []
-    batches = itertools.islice(data.iterate("val", batch_size, fim_rate=0.0), count)
-    return [(b.tokens, b.mask) for b in batches]
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop records past ``step``: a run that died after its last checkpoint logged steps
-    that the resume is about to redo."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(lines):
-        path.write_text("".join(line + "\n" for line in kept))
-
-
-def _progress(total: int, initial: int, quiet: bool) -> Any:
-    from tqdm import tqdm
-
-    disable = quiet or not sys.stderr.isatty() or jax.process_index() != 0
-    return tqdm(total=total, initial=initial, disable=disable, file=sys.stderr, unit="step")
-
-
-def fit(
-    data_dir: Path,
-    run_dir: Path,
-    train_cfg: TrainConfig,
-    model_cfg: ModelConfig | None = None,
-    *,
-    init_from: Path | None = None,
-    stop_at: int | None = None,
-    quiet: bool = False,
-) -> dict[str, Any]:
-    """Train on a packed dataset into ``run_dir``, resuming from its latest checkpoint.
-
-    ``model_cfg`` None takes the run's saved config (resume) or the imported one
-    (``init_from``, an HF directory, used only when the run has no checkpoint yet).
-    ``stop_at`` ends the session after that step (checkpointing it) without changing the
-    schedule, which is set by ``train_cfg.steps``: a later call continues exactly.
-    Returns a summary (final step, loss, validation loss, throughput).
-    """
-    from training.data import PackedData
-
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    data = PackedData(data_dir)
-    seq_len = data.row_len - 1
-    run_dir.mkdir(parents=True, exist_ok=True)
-    primary = jax.process_index() == 0
-    saved_cfg_path = run_dir / "model_config.json"
-    saved_cfg = ModelConfig.load(saved_cfg_path) if saved_cfg_path.is_file() else None
-    resume_step = checkpoint.latest_step(run_dir)
-
-    imported: Transformer | None = None
-    if init_from is not None and model_cfg is not None:
-        raise ValueError("--init-from takes the model config from the HF directory: drop --preset")
-    if init_from is not None and resume_step is None:
-        from training.hf import import_hf
-
-        imported, model_cfg = import_hf(Path(init_from), dtype="bfloat16")
-    elif init_from is not None:
-        log.info("%s has checkpoints: resuming and ignoring --init-from", run_dir)
-    if model_cfg is None:
-        if saved_cfg is None:
-            raise ValueError(f"{run_dir} holds no model_config.json: choose a preset")
-        model_cfg = saved_cfg
-    if saved_cfg is not None and saved_cfg != model_cfg and resume_step is not None:
-        raise ValueError(
-            f"{run_dir} holds a run of a different model ({_config_diff(saved_cfg, model_cfg)}); "
-            "use another --out, or the run's own --preset/--set"
-        )
-    _check_compatible(model_cfg, data, train_cfg)
-
-    mesh = make_mesh(train_cfg.mesh)
-    trainer = get_trainer(model_cfg, train_cfg, mesh)
-    manager = checkpoint.manager(run_dir, keep=train_cfg.keep_checkpoints)
-    if resume_step is not None:
-        saved_train = run_dir / "train_config.json"
-        if saved_train.is_file() and TrainConfig.load(saved_train) != train_cfg:
-            log.warning("train config differs from the saved one: the resume is not exact")
-        state, meta = checkpoint.restore(
-            manager, resume_step, trainer.abstract_params, trainer.abstract_opt_state
-        )
-        step, rng = trainer.replicated_scalars(meta["step"], checkpoint.rng_data(meta))
-        state = TrainState(step=step, params=state["params"], opt_state=state["opt_state"], rng=rng)
-        tokens_seen = int(meta.get("tokens_seen", 0))
-        log.info("resuming %s at step %d", run_dir, resume_step)
-    else:
-        state = trainer.init(imported)
-        tokens_seen = 0
-    if primary:
-        model_cfg.save(saved_cfg_path)
-        train_cfg.save(run_dir / "train_config.json")
-        _copy_tokenizer(data_dir, run_dir)
-
-    n_devices = jax.device_count()
-    flops = flops_per_token(model_cfg, seq_len)
-    if train_cfg.peak_tflops is not None:
-        peak = train_cfg.peak_tflops * 1e12 * n_devices
-    else:
-        peak = measure_peak_flops(model_cfg.dtype) * n_devices
-    eval_bs = train_cfg.batch_size // train_cfg.grad_accum
-    val = _val_batches(data, eval_bs, train_cfg.eval_batches)
-    start = int(state.step)
-    end = min(train_cfg.steps, stop_at if stop_at is not None else train_cfg.steps)
-    tokens_per_step = train_cfg.batch_size * seq_len
-    log.info(
-        "training %s params on %d %s device(s), mesh %s, steps %d..%d, %d tokens/step "
-        "in %d micro-batches",
-        f"{sum(p.size for p in jax.tree.leaves(state.params)):,}",
-        n_devices,
-        jax.default_backend(),
-        dict(mesh.shape),
-        start,
-        end,
-        tokens_per_step,
-        trainer.micro_batches(train_cfg.batch_size, data.row_len),
-    )
-
-    if primary and start > 0:
-        _trim_metrics(run_dir / "metrics.jsonl", start)
-    if start >= end:
-        log.info("%s is already at step %d (of %d): nothing to train", run_dir, start, end)
-    metrics_file = (run_dir / "metrics.jsonl").open("a") if primary else None
-    bar = _progress(train_cfg.steps, start, quiet)
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
-    last: dict[str, Any] = {}
-    window_start, window_steps, first = time.perf_counter(), 0, True
-    done = start
-    try:
-        for step in range(start, end):
-            batch = data.batch(
-                "train",
-                step,
-                train_cfg.batch_size,
-                seed=train_cfg.seed,
-                fim_rate=train_cfg.fim_rate,
-            )
-            state, metrics = trainer.train_step(state, batch.tokens, batch.mask)
-            done, window_steps = step + 1, window_steps + 1
-            tokens_seen += tokens_per_step
-            bar.update(1)
-            is_last = done == end
-            eval_now = bool(val) and (
-                is_last or (train_cfg.eval_every and done % train_cfg.eval_every == 0)
-            )
-            save_now = is_last or (train_cfg.save_every and done % train_cfg.save_every == 0)
-            if not (is_last or eval_now or first or done % train_cfg.log_every == 0):
-                continue
-            record: dict[str, Any] = {"step": done}
-            record.update({k: float(v) for k, v in jax.device_get(metrics).items()})
-            elapsed = time.perf_counter() - window_start
-            record.pop("weight")
-            record["step_time_s"] = elapsed / window_steps
-            record["tokens_per_s"] = tokens_per_step * window_steps / elapsed
-            record["mfu"] = mfu(record["tokens_per_s"], flops["total"], peak)
-            record["tokens_seen"] = tokens_seen
-            if first:
-                record["includes_compile"] = True
-            if eval_now:
-                record["val_loss"] = trainer.evaluate(state.params, val)
-                record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"loss is {record['loss']} at step {done}")
-            if metrics_file is not None:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-            _report(bar, record)
-            last = record
-            if save_now:
-                checkpoint.save(manager, state, tokens_seen=tokens_seen)
-            window_start, window_steps, first = time.perf_counter(), 0, False
-    except KeyboardInterrupt:
-        # A step interrupted mid-call has consumed (donated) the state: nothing to save then.
-        if done > start and not any(x.is_deleted() for x in jax.tree.leaves(state)):
-            log.warning("interrupted: saving step %d", int(state.step))
-            checkpoint.save(manager, state, tokens_seen=tokens_seen)
-        raise
-    finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
-        manager.wait_until_finished()
-        manager.close()
-
-    summary.update(
-        step=int(state.step),
-        loss=last.get("loss"),
-        val_loss=last.get("val_loss"),
-        tokens_per_s=last.get("tokens_per_s"),
-        mfu=last.get("mfu"),
-        peak_tflops=peak / 1e12,
-        params=sum(int(p.size) for p in jax.tree.leaves(state.params)),
-    )
-    return summary
-
-
-def _report(bar: Any, record: dict[str, Any]) -> None:
-    text = (
-        f"step {record['step']} loss {record['loss']:.4f} lr {record['lr']:.2e} "
-        f"gnorm {record['grad_norm']:.3f} {record['tokens_per_s']:,.0f} tok/s "
-        f"mfu {record['mfu']:.1%}"
-    )
-    if "val_loss" in record:
-        text += f" val {record['val_loss']:.4f}"
-    if bar.disable:
-        log.info(text)
-    else:
-        bar.set_postfix_str(text.split(" ", 2)[2])
-        if "val_loss" in record:
-            bar.write(text, file=sys.stderr)

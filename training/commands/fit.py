@@ -108,7 +108,7 @@ def _train_config(args: argparse.Namespace, run_dir: Path) -> Any:
 def _model_config(args: argparse.Namespace, run_dir: Path) -> Any:
     from training.config import ModelConfig, parse_overrides, preset
     from training.data import PackedData
-    from training.train import resolve_model_config
+    from training.fit import resolve_model_config
 
     overrides = parse_overrides(args.set)
     if args.init_from is not None:
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.distributed:
         _initialize_distributed(args)
-    from training.train import fit
+    from training.fit import fit
 
     try:
         train_cfg = _train_config(args, args.out)
