@@ -1,4 +1,5 @@
-"""A tiny editor for driving `council lsp` over stdio in tests and the demo.
+"""A tiny editor for driving `council lsp` over stdio in the tests (the demo has its own,
+`council/demo_lsp.py`, since it cannot depend on the test suite).
 
 It keeps the text of open documents, applies `workspace/applyEdit` the way an editor does
 (refusing edits made against another version), and sends the resulting `didChange`, so the
