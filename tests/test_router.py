@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from providers.base import ChatRequest, CompletionRequest, Result
+from providers.budget import RunContext
 from providers.errors import (
     AllTiersFailed,
     BudgetExceeded,
@@ -449,3 +450,148 @@ async def test_wrong_schema_answer_is_repaired_or_escalated(
     assert routed.tier == 1 and isinstance(routed.value, Plan)
     assert loopback.requests[0].body["response_format"]["type"] == "json_schema"
     assert "schema still invalid: 2 errors" in routed.attempts[0]
+
+
+# -- what chat, complete and stream_chat share: one loop walks the tiers for all three -----
+
+ENTRY_POINTS = ["chat", "complete", "stream"]
+
+
+async def ask(
+    router: Router,
+    entry: str,
+    run: RunContext | None = None,
+    *,
+    role: str = "generator",
+    prompt: str = "one two three",
+) -> str:
+    """One call through `entry` (`router.chat`, `router.complete` or `router.stream_chat`)."""
+    if entry == "chat":
+        return (await router.chat(role, ChatRequest.of(prompt), run=run)).result.text
+    if entry == "complete":
+        request = CompletionRequest(prompt=prompt, suffix="\n")
+        return (await router.complete(role, request, run=run)).result.text
+    stream = router.stream_chat(role, ChatRequest.of(prompt), run=run)
+    return "".join([delta.text async for delta in stream])
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [(Reply(status=500), "ServerFault"), (Reply(delay=2.0), "ProviderTimeout")],
+    ids=["500", "timeout"],
+)
+async def test_every_entry_point_retries_then_escalates_alike(
+    make_router: Any,
+    clock: Clock,
+    loopback: LoopbackProvider,
+    loopback2: LoopbackProvider,
+    entry: str,
+    fault: Reply,
+    error: str,
+) -> None:
+    loopback.script(fault, fault)
+    sections = two_tiers(loopback, loopback2, router={"max_retries": 1, "cooldown_failures": 10})
+    sections["providers"]["a"]["timeout_secs"] = 0.3
+    router = make_router(**sections)
+    run = router.new_run()
+    assert await ask(router, entry, run)
+    seen = [(r.provider, r.model, r.tier, r.attempt, r.outcome) for r in run.records]
+    assert seen == [
+        ("a", "m1", 0, 0, f"error: {error}"),
+        ("a", "m1", 0, 1, f"error: {error}"),
+        ("b", "m2", 1, 0, "ok"),
+    ]
+    assert len(loopback.requests) == 2 and len(loopback2.requests) == 1
+    assert len(clock.sleeps) == 1 and 0 <= clock.sleeps[0] <= 0.5  # one jittered backoff
+    assert loopback2.requests[0].body["model"] == "m2"
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+async def test_a_cooldown_earned_through_one_entry_point_holds_for_all(
+    make_router: Any, clock: Clock, loopback2: LoopbackProvider, closed_port: int, entry: str
+) -> None:
+    router = make_router(
+        providers={
+            "dead": {"base_url": f"http://127.0.0.1:{closed_port}/v1"},
+            "b": {"base_url": loopback2.base_url},
+        },
+        roles={"generator": ["dead:m1", "b:m1"]},
+        router={"max_retries": 2, "cooldown_failures": 3, "cooldown_secs": 30},
+    )
+    run = router.new_run()
+    await ask(router, entry, run)
+    assert [r.outcome for r in run.records] == ["error: ConnectionFailed"] * 3 + ["ok"]
+    assert router.health.snapshot("dead").state == "cooling"
+    sleeps = list(clock.sleeps)
+    for other in ENTRY_POINTS:
+        later = router.new_run()
+        await ask(router, other, later)
+        assert [(r.provider, r.outcome) for r in later.records] == [("b", "ok")], other
+    assert clock.sleeps == sleeps  # the cooling endpoint was not even tried
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+async def test_every_entry_point_reports_all_tiers_failed_alike(
+    make_router: Any,
+    clock: Clock,
+    loopback: LoopbackProvider,
+    loopback2: LoopbackProvider,
+    entry: str,
+) -> None:
+    refusal = Reply(status=400, body='{"error": {"message": "context too long"}}')
+    loopback.script(refusal)
+    loopback2.script(refusal)
+    router = make_router(**two_tiers(loopback, loopback2))
+    with pytest.raises(AllTiersFailed) as caught:
+        await ask(router, entry)
+    failed = caught.value
+    assert "role 'generator'" in str(failed) and len(failed.attempts) == 2  # no retries
+    assert failed.attempts[0].startswith("a:m1 (attempt 1)")
+    assert failed.attempts[1].startswith("b:m2 (attempt 1)")
+    assert all("context too long" in a for a in failed.attempts)
+    assert "refused the request" in failed.hint() and clock.sleeps == []
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+async def test_every_entry_point_enforces_privacy_and_budget(
+    make_router: Any, loopback: LoopbackProvider, loopback2: LoopbackProvider, entry: str
+) -> None:
+    router = make_router(**cloud_and_local(loopback, loopback2), council={"local_only": True})
+    run = router.new_run()
+    await ask(router, entry, run)
+    assert [r.provider for r in run.records] == ["home"]
+    with pytest.raises(LocalOnlyViolation, match="refused: cloud:m1"):
+        await ask(router, entry, role="orchestrator")
+    starved = make_router(**cloud_and_local(loopback, loopback2), council={"budget_tokens": 2})
+    with pytest.raises(BudgetExceeded, match="used 0 of 2 tokens"):
+        await ask(starved, entry)
+    assert not loopback2.requests and len(loopback.requests) == 1
+
+
+async def test_a_stream_cut_before_its_first_token_is_retried_then_escalated(
+    make_router: Any, loopback: LoopbackProvider, loopback2: LoopbackProvider
+) -> None:
+    # HTTP 200 and then nothing: the caller has seen no text, so the stream may start over.
+    loopback.script(*[Reply(content="a b c", truncate_after=0)] * 3)
+    router = make_router(**two_tiers(loopback, loopback2, router={"cooldown_failures": 10}))
+    run = router.new_run()
+    text = await ask(router, "stream", run, prompt="s")
+    assert text == "loopback reply to: s"
+    outcomes = [(r.provider, r.outcome) for r in run.records]
+    assert outcomes == [("a", "error: MalformedResponse")] * 3 + [("b", "ok")]
+
+
+async def test_a_stream_cut_after_a_token_is_recorded_and_raised_as_is(
+    make_router: Any, clock: Clock, loopback: LoopbackProvider, loopback2: LoopbackProvider
+) -> None:
+    loopback.script(Reply(content="a b c d e f", truncate_after=2))
+    router = make_router(**two_tiers(loopback, loopback2, router={"cooldown_failures": 1}))
+    run = router.new_run()
+    shown: list[str] = []
+    with pytest.raises(MalformedResponse):  # the provider's own error, not AllTiersFailed
+        async for delta in router.stream_chat("generator", ChatRequest.of("s"), run=run):
+            shown.append(delta.text)
+    assert "".join(shown) == "a b " and clock.sleeps == [] and not loopback2.requests
+    assert [(r.provider, r.outcome) for r in run.records] == [("a", "error: MalformedResponse")]
+    assert router.health.snapshot("a").state == "cooling"  # it still counts against the endpoint
