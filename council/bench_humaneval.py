@@ -463,8 +463,8 @@ async def bench_simulated(
 
 
 async def bench_from_args(args: argparse.Namespace, settings: Settings | None) -> dict[str, Any]:
-    """`council bench humaneval` (flags in council/cli.py); ``settings`` is None under
-    ``--simulate``."""
+    """`council bench humaneval` (flags in slm_council/commands/bench/humaneval.py);
+    ``settings`` is None under ``--simulate``."""
     ids = [i.strip() for i in (args.problems or "").split(",") if i.strip()]
     problems = load_problems(args.limit, ids)
     council = {

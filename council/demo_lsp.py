@@ -96,7 +96,7 @@ async def lsp_demo() -> int:
 
     print(f"== council lsp on a copy of the demo workspace: {root}")
     started = time.perf_counter()
-    await client.start_io(sys.executable, "-m", "council.cli", "lsp")
+    await client.start_io(sys.executable, "-m", "slm_council", "lsp")
     result = await client.initialize_async(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(

@@ -57,7 +57,7 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-COUNCIL_LSP = ("-m", "council.cli", "lsp")
+COUNCIL_LSP = ("-m", "slm_council", "lsp")
 BARE_PYGLS = ("-m", "server.bare_pygls")
 GOAL_RATIO = 1.1
 

@@ -214,7 +214,7 @@ async def _unseen(session: _Session, cases: list[Any]) -> dict[str, Any]:
 async def _start(root: Path, env: dict[str, str]) -> tuple[LanguageClient, float]:
     client = LanguageClient("council-bench-inline", "1")
     started = time.perf_counter()
-    await client.start_io(sys.executable, "-m", "council.cli", "lsp", env=env, cwd=str(root))
+    await client.start_io(sys.executable, "-m", "slm_council", "lsp", env=env, cwd=str(root))
     await client.initialize_async(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(

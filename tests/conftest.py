@@ -29,7 +29,7 @@ def _server_messages_are_valid() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _logging_is_restored() -> Iterator[None]:
-    """`council.cli.main()` run in-process (the bench tests) installs the CLI's stderr
+    """`slm_council.main.main()` run in-process (the bench tests) installs the CLI's stderr
     handler on the root logger, bound to that test's captured stream: later tests then log
     into a closed file, and caplog saw mangled records. Every test leaves logging as found."""
     import logging

@@ -180,7 +180,7 @@ async def start_editor(
     configuration: dict[str, Any] | None = None,
 ) -> Editor:
     config = ClientServerConfig(
-        server_command=[sys.executable, "-m", "council.cli", "lsp"], server_env=env
+        server_command=[sys.executable, "-m", "slm_council", "lsp"], server_env=env
     )
     client = await config.start()
     assert isinstance(client, LanguageClient)

@@ -109,7 +109,7 @@ class RawServer:
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "council.cli", "lsp"],
+            [sys.executable, "-m", "slm_council", "lsp"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

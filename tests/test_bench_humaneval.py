@@ -27,7 +27,7 @@ from council.bench_humaneval import (
     simulated_settings,
     summarise,
 )
-from council.cli import main
+from slm_council.main import main
 from council.sandbox import run_tests
 from council.schemas import (
     Candidate,

@@ -17,7 +17,7 @@ def council(
     full = {**os.environ, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / ".cache"), **(env or {})}
     full.pop("COUNCIL_CONFIG", None) if "COUNCIL_CONFIG" not in (env or {}) else None
     return subprocess.run(
-        [sys.executable, "-m", "council.cli", *args],
+        [sys.executable, "-m", "slm_council", *args],
         cwd=cwd,
         env=full,
         capture_output=True,
@@ -202,7 +202,7 @@ def test_run_ctrl_c_cancels_cleanly(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "council.cli",
+                "slm_council",
                 "run",
                 "add",
                 "--mode",

@@ -541,7 +541,7 @@ def test_locations_are_one_based() -> None:
 def _cli(args: list[str], config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COUNCIL_CONFIG": str(config), "HOME": str(cwd / "home")}
     return subprocess.run(
-        [sys.executable, "-m", "council.cli", "complete", *args],
+        [sys.executable, "-m", "slm_council", "complete", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -41,7 +41,7 @@ async def start(root: Path, config: Path, *, inline: bool = True) -> Editor:
         "COUNCIL_CONFIG": str(config),
     }
     client = await ClientServerConfig(
-        server_command=[sys.executable, "-m", "council.cli", "lsp"], server_env=env
+        server_command=[sys.executable, "-m", "slm_council", "lsp"], server_env=env
     ).start()
     assert isinstance(client, LanguageClient)
     editor = Editor(client, root)

@@ -87,7 +87,7 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("llamacpp")
     gguf = work / "council-tiny.gguf"
     export = subprocess.run(
-        [sys.executable, "-m", "council.cli", "train", "export", str(ROOT / "training" /
+        [sys.executable, "-m", "slm_council", "train", "export", str(ROOT / "training" /
          "default_model"), "--out", str(gguf), "--format", "gguf", "--dtype", "f32"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -254,7 +254,7 @@ def test_cancelling_a_run_closes_the_server_request(project: Path, llama: Server
     env = {**os.environ, "HOME": str(project), "XDG_CACHE_HOME": str(project / ".cache")}
     env["COUNCIL_CONFIG"] = str(project / "council.toml")
     process = subprocess.Popen(
-        [sys.executable, "-m", "council.cli", "run", "Write a long module", "--mode", "generate"],
+        [sys.executable, "-m", "slm_council", "run", "Write a long module", "--mode", "generate"],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         # a shell without job control starts background jobs with SIGINT ignored, and the
         # child would inherit that: give it the default, as a terminal would

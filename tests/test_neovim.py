@@ -74,7 +74,7 @@ def nvim_env(tmp_path: Path, workspace: Path, scenario: str, result: Path) -> di
         "XDG_CACHE_HOME": str(xdg / "cache"),
         "COUNCIL_CONFIG": str(tmp_path / "cfg" / "council.toml"),
         "COUNCIL_PLUGIN_DIR": str(PLUGIN),
-        "COUNCIL_CMD": json.dumps([sys.executable, "-m", "council.cli", "lsp"]),
+        "COUNCIL_CMD": json.dumps([sys.executable, "-m", "slm_council", "lsp"]),
         "COUNCIL_BACKEND": f"lb:{FIM}",
         "COUNCIL_WS": str(workspace),
         "COUNCIL_SCENARIO": scenario,

@@ -479,7 +479,7 @@ def test_sandbox_check_lists_every_layer_and_its_state():
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "council.cli", "sandbox", "--check", "--json"],
+        [sys.executable, "-m", "slm_council", "sandbox", "--check", "--json"],
         capture_output=True,
         text=True,
         timeout=60,

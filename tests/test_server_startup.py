@@ -21,8 +21,8 @@ PROBE = """
 import sys
 from pygls.lsp.server import LanguageServer
 LanguageServer.start_io = lambda *args, **kwargs: print("\\n".join(sorted(sys.modules)))
-from council import cli
-cli.main(["lsp"])
+from slm_council.main import main
+main(["lsp"])
 """
 NOT_BEFORE_INITIALIZE = [
     "training",  # `council train`'s parsers

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from council.cli import main
+from slm_council.main import main
 
 FILES = {
     f"pkg/mod_{i}.py": (

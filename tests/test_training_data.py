@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from council.cli import main
+from slm_council.main import main
 from training import filters
 from training.data import (
     Decontaminator,

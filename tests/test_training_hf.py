@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
-from council.cli import main  # noqa: E402
+from slm_council.main import main  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
 from training.gguf_export import export_gguf, unpermute_qk  # noqa: E402
 from training.hf import export_hf, hf_state_dict, import_hf  # noqa: E402

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from council.cli import main as council_main
+from slm_council.main import main as council_main
 from training.bench import bench_train
 from training.checkpoint import latest_step, load_model
 from training.config import param_count, preset

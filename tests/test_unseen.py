@@ -95,7 +95,7 @@ def test_train_eval_scores_unseen_packages_with_the_shipped_model():
         [
             sys.executable,
             "-m",
-            "council.cli",
+            "slm_council",
             "train",
             "eval",
             "training/default_model",

@@ -280,7 +280,7 @@ def workspace(tmp_path: Path, lb: LoopbackProvider, request: pytest.FixtureReque
     # The extension's own settings: how to start the server, its environment, and one
     # council.toml key mirrored as a VS Code setting (it must reach the server).
     settings = {
-        "council.server.command": [sys.executable, "-m", "council.cli", "lsp"],
+        "council.server.command": [sys.executable, "-m", "slm_council", "lsp"],
         "council.server.env": {"COUNCIL_CONFIG": str(config)},
         "council.completion.backend": f"lb:{FIM}",
     }

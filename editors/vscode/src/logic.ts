@@ -24,7 +24,7 @@ export interface ServerLaunch {
 }
 
 /**
- * How to start `council lsp`: an explicit command wins, then an interpreter (`-m council.cli`
+ * How to start `council lsp`: an explicit command wins, then an interpreter (`-m slm_council`
  * works whether or not the venv's `bin/` is on PATH), then `council` from PATH.
  */
 export function serverLaunch(s: ServerSettings): ServerLaunch {
@@ -35,7 +35,7 @@ export function serverLaunch(s: ServerSettings): ServerLaunch {
   if (s.pythonPath && s.pythonPath.trim()) {
     return {
       command: s.pythonPath.trim(),
-      args: ["-m", "council.cli", "lsp"],
+      args: ["-m", "slm_council", "lsp"],
       origin: "council.server.pythonPath",
     };
   }

@@ -23,7 +23,7 @@ test("serverLaunch: explicit command, then interpreter, then council on PATH", (
   });
   assert.deepEqual(serverLaunch({ command: [], pythonPath: " /v/bin/python " }), {
     command: "/v/bin/python",
-    args: ["-m", "council.cli", "lsp"],
+    args: ["-m", "slm_council", "lsp"],
     origin: "council.server.pythonPath",
   });
   assert.deepEqual(serverLaunch({ command: [""], pythonPath: "" }), {
