@@ -19,7 +19,7 @@ import fnmatch
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,7 +44,6 @@ from providers.errors import (
     NoTiers,
     PolicyError,
     ProviderError,
-    QualityFailure,
     Retryable,
 )
 from providers.health import EndpointHealth, HealthTracker
@@ -53,23 +52,11 @@ from providers.settings import Settings, Tier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Req = TypeVar("Req", ChatRequest, CompletionRequest)
 
 Accept = Callable[[Result, Callable[[ChatRequest], Awaitable[Result]]], Awaitable[T]]
 """`accept(result, retry)` validates a result; `retry(request)` re-asks the same target once
 (e.g. a repair prompt); raising `QualityFailure` escalates to the next tier."""
-
-
-@dataclass
-class Slot:
-    """One attempt at one tier, handed to the call loop."""
-
-    role: str
-    tier_index: int
-    tier: Tier
-    provider: Provider
-    attempt: int
-    error: ProviderError | None = None
-    escalate: bool = False
 
 
 @dataclass
@@ -80,6 +67,30 @@ class Routed:
     tier: int
     attempts: list[str] = field(default_factory=list)
     value: Any = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One attempt at one tier: what an entry point's call needs to ask, record and answer."""
+
+    role: str
+    tier_index: int
+    tier: Tier
+    provider: Provider
+    attempt: int
+    run: RunContext
+    attempts: list[str]  # what happened so far in this call, shared by all its slots
+
+    def routed(self, result: Result, value: Any = None) -> Routed:
+        return Routed(result=result, tier=self.tier_index, attempts=self.attempts, value=value)
+
+
+async def _first(items: AsyncGenerator[T, None]) -> T:
+    """The first item, closing the walk behind it (chat and completion calls yield one)."""
+    async with aclosing(items) as opened:
+        async for item in opened:
+            return item
+    raise AssertionError("unreachable: Router._attempts raises when tiers run out")
 
 
 class Router:
@@ -126,33 +137,17 @@ class Router:
         tiers: Sequence[Tier] | None = None,
     ) -> Routed:
         """Route a chat call for `role` (or through explicit `tiers`, e.g. council members)."""
-        run = run or self.new_run()
-        tags = await self._tags(role, request.text(), language, run, tiers)
-        attempts: list[str] = []
-        slots_gen = self._slots(role, request.text(), run, path, tags, attempts, tiers)
-        async with aclosing(slots_gen) as slots:
-            async for slot in slots:
-                asked = request.model_copy(update={"model": slot.tier.model})
-                try:
-                    result = await self._call(slot, run, slot.provider.chat, asked)
-                    value = None
-                    if accept is not None:
 
-                        async def retry(again: ChatRequest, slot: Slot = slot) -> Result:
-                            again = again.model_copy(update={"model": slot.tier.model})
-                            return await self._call(slot, run, slot.provider.chat, again)
+        async def call(slot: Slot, asked: ChatRequest) -> AsyncIterator[Routed]:
+            result = await self._call(slot, slot.provider.chat, asked)
 
-                        value = await accept(result, retry)
-                except QualityFailure as exc:
-                    slot.error, slot.escalate = exc, True
-                    continue
-                except PolicyError:
-                    raise
-                except ProviderError as exc:
-                    slot.error = exc
-                    continue
-                return Routed(result=result, tier=slot.tier_index, attempts=attempts, value=value)
-        raise AssertionError("unreachable: _slots raises when tiers run out")
+            async def retry(again: ChatRequest) -> Result:
+                again = again.model_copy(update={"model": slot.tier.model})
+                return await self._call(slot, slot.provider.chat, again)
+
+            yield slot.routed(result, None if accept is None else await accept(result, retry))
+
+        return await _first(self._attempts(role, request, call, run, path, language, tiers))
 
     async def complete(
         self,
@@ -164,22 +159,12 @@ class Router:
         language: str | None = None,
         tiers: Sequence[Tier] | None = None,
     ) -> Routed:
-        run = run or self.new_run()
-        tags = await self._tags(role, request.text(), language, run, tiers)
-        attempts: list[str] = []
-        slots_gen = self._slots(role, request.text(), run, path, tags, attempts, tiers)
-        async with aclosing(slots_gen) as slots:
-            async for slot in slots:
-                asked = request.model_copy(update={"model": slot.tier.model})
-                try:
-                    result = await self._call(slot, run, slot.provider.complete, asked)
-                except PolicyError:
-                    raise
-                except ProviderError as exc:
-                    slot.error = exc
-                    continue
-                return Routed(result=result, tier=slot.tier_index, attempts=attempts)
-        raise AssertionError("unreachable: _slots raises when tiers run out")
+        """Route a completion (FIM when `request.suffix` is set) for `role`."""
+
+        async def call(slot: Slot, asked: CompletionRequest) -> AsyncIterator[Routed]:
+            yield slot.routed(await self._call(slot, slot.provider.complete, asked))
+
+        return await _first(self._attempts(role, request, call, run, path, language, tiers))
 
     async def stream_chat(
         self,
@@ -191,35 +176,31 @@ class Router:
         language: str | None = None,
         tiers: Sequence[Tier] | None = None,
     ) -> AsyncIterator[Delta]:
-        """Stream from the first tier that produces a token; see the module docstring."""
-        run = run or self.new_run()
-        tags = await self._tags(role, request.text(), language, run, tiers)
-        attempts: list[str] = []
-        slots_gen = self._slots(role, request.text(), run, path, tags, attempts, tiers)
-        async with aclosing(slots_gen) as slots:
-            async for slot in slots:
-                asked = request.model_copy(update={"model": slot.tier.model})
-                started = time.perf_counter()
-                produced = False
-                usage: Usage | None = None
-                try:
-                    async with aclosing(slot.provider.stream_chat(asked)) as stream:
-                        async for delta in stream:
-                            produced = produced or bool(delta.text)
-                            if delta.usage:
-                                usage = delta.usage
-                            yield delta
-                except PolicyError:
-                    raise
-                except ProviderError as exc:
-                    self._failed(slot, run, exc, time.perf_counter() - started)
-                    if produced:
-                        raise
-                    slot.error = exc
-                    continue
-                latency = time.perf_counter() - started
-                self._succeeded(slot, run, usage or Usage(estimated=True), latency, "chat")
-                return
+        """Stream from the first tier that produces a token; see :meth:`_attempts`."""
+
+        async def call(slot: Slot, asked: ChatRequest) -> AsyncIterator[Delta]:
+            started = time.perf_counter()  # the caller's pauses between deltas count too
+            usage: Usage | None = None
+            try:
+                async with aclosing(slot.provider.stream_chat(asked)) as stream:
+                    async for delta in stream:
+                        if delta.usage:
+                            usage = delta.usage
+                        yield delta
+            except PolicyError:
+                raise
+            except ProviderError as exc:
+                self._failed(slot, exc, time.perf_counter() - started)
+                raise
+            latency = time.perf_counter() - started
+            self._succeeded(slot, usage or Usage(estimated=True), latency, "chat")
+
+        walk = self._attempts(
+            role, request, call, run, path, language, tiers, lambda d: bool(d.text)
+        )
+        async with aclosing(walk) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def health_snapshot(self) -> list[EndpointHealth]:
         return [self.health.snapshot(name) for name in sorted(self.providers)]
@@ -264,20 +245,37 @@ class Router:
 
     # -- the shared tier walk -----------------------------------------------------------
 
-    async def _slots(
+    async def _attempts(
         self,
         role: str,
-        text: str,
-        run: RunContext,
+        request: Req,
+        call: Callable[[Slot, Req], AsyncIterator[T]],
+        run: RunContext | None,
         path: Path | str | None,
-        tags: set[str] | None,
-        attempts: list[str],
-        override: Sequence[Tier] | None = None,
-    ) -> AsyncIterator[Slot]:
+        language: str | None,
+        override: Sequence[Tier] | None,
+        shown: Callable[[T], bool] = lambda _: True,
+    ) -> AsyncGenerator[T, None]:
+        """The one retry and escalation loop behind `chat`, `complete` and `stream_chat`.
+
+        It applies the policy of the module docstring (tiers, budget, backoff, cooldowns) and
+        re-yields, attempt by attempt, what `call(slot, request)` yields. The call makes one
+        request and records its own outcome, since only it knows when a stream has ended.
+
+        The stream rule: an attempt is retried or escalated only while nothing it yielded has
+        been shown to the caller; `shown(item)` says whether an item is output the caller
+        displays (a delta with text; an empty finish or usage delta is not). After that the
+        call's own error is raised as it is, not `AllTiersFailed`: another tier's answer must
+        not be spliced onto a half-shown one. Chat and completion calls yield one item, the
+        whole answer, and their caller stops there, so the rule never applies to them.
+        """
+        run = run or self.new_run()
+        attempts: list[str] = []
         cfg = self.settings.router
-        tiers = self.eligible_tiers(role, path=path, tags=tags, tiers=override)
+        text = request.text()
+        tags = await self._tags(role, text, language, run, override)
         errors: list[ProviderError] = []
-        for index, tier in tiers:
+        for index, tier in self.eligible_tiers(role, path=path, tags=tags, tiers=override):
             provider = self.providers.get(tier.provider)
             if provider is None:
                 attempts.append(f"{tier.target}: provider '{tier.provider}' is not configured")
@@ -288,16 +286,26 @@ class Router:
                 continue
             for attempt in range(cfg.max_retries + 1):
                 self._check_budget(run, tier, text)
-                slot = Slot(role, index, tier, provider, attempt)
-                yield slot
-                error = slot.error
-                if error is None:
+                slot = Slot(role, index, tier, provider, attempt, run, attempts)
+                committed = False
+                try:
+                    asked = request.model_copy(update={"model": tier.model})
+                    async with aclosing(call(slot, asked)) as items:
+                        async for item in items:
+                            committed = committed or shown(item)
+                            yield item
                     return
+                except PolicyError:
+                    raise
+                except ProviderError as exc:
+                    if committed:
+                        raise
+                    error = exc  # handled below, so that a backoff runs outside the handler
                 attempts.append(f"{tier.target} (attempt {attempt + 1}): {error}")
                 errors.append(error)
-                if slot.escalate or not isinstance(error, Retryable):
-                    break
-                if attempt == cfg.max_retries or not self.health.available(tier.provider):
+                if not isinstance(error, Retryable) or attempt == cfg.max_retries:
+                    break  # rejected, or a QualityFailure: only another tier can help
+                if not self.health.available(tier.provider):
                     break
                 delay = self._backoff(attempt, error.retry_after)
                 if delay is None:
@@ -311,27 +319,23 @@ class Router:
         raise AllTiersFailed(f"role '{role}': no tier could answer", attempts, errors)
 
     async def _call(
-        self,
-        slot: Slot,
-        run: RunContext,
-        fn: Callable[[Any], Awaitable[Result]],
-        request: Any,
+        self, slot: Slot, fn: Callable[[Any], Awaitable[Result]], request: Any
     ) -> Result:
+        """One request that returns a whole `Result`, its outcome recorded either way."""
         started = time.perf_counter()
         try:
             result = await fn(request)
         except PolicyError:
             raise
         except ProviderError as exc:
-            self._failed(slot, run, exc, time.perf_counter() - started)
+            self._failed(slot, exc, time.perf_counter() - started)
             raise
-        self._succeeded(slot, run, result.usage, result.latency_s, result.via, result.model)
+        self._succeeded(slot, result.usage, result.latency_s, result.via, result.model)
         return result
 
     def _succeeded(
         self,
         slot: Slot,
-        run: RunContext,
         usage: Usage,
         latency_s: float,
         via: str,
@@ -341,7 +345,7 @@ class Router:
         config = self.settings.providers.get(slot.tier.provider)
         price = config.price_for(slot.tier.model) if config else None
         cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
-        run.record(
+        slot.run.record(
             CallRecord(
                 role=slot.role,
                 provider=slot.tier.provider,
@@ -358,11 +362,11 @@ class Router:
             )
         )
 
-    def _failed(self, slot: Slot, run: RunContext, exc: ProviderError, latency_s: float) -> None:
+    def _failed(self, slot: Slot, exc: ProviderError, latency_s: float) -> None:
         message = REDACTOR(str(exc))
         if isinstance(exc, Retryable) and self.health.record_failure(slot.tier.provider, message):
             log.warning("%s is cooling down after repeated failures", slot.tier.provider)
-        run.record(
+        slot.run.record(
             CallRecord(
                 role=slot.role,
                 provider=slot.tier.provider,
