@@ -215,33 +215,25 @@ class Router:
     ) -> list[tuple[int, Tier]]:
         """The tiers a call would try, in order, before health is considered."""
         configured = self.settings.roles.tiers(role) if tiers is None else tuple(tiers)
-        return self._filter_tiers(role, list(enumerate(configured)), path, tags)
-
-    def _filter_tiers(
-        self,
-        role: str,
-        tiers: list[tuple[int, Tier]],
-        path: Path | str | None,
-        tags: set[str] | None,
-    ) -> list[tuple[int, Tier]]:
-        if not tiers:
+        if not configured:
             raise NoTiers(
                 f"role '{role}' has no tiers: set roles.{role} in council.toml "
                 '(for example roles.{role} = ["ollama:qwen2.5-coder:7b"])'.replace("{role}", role)
             )
+        eligible = list(enumerate(configured))
         reason = self._local_only_reason(path)
         if reason:
-            refused = [t.target for _, t in tiers if not self._is_local(t.provider)]
-            tiers = [(i, t) for i, t in tiers if self._is_local(t.provider)]
-            if not tiers:
+            refused = [t.target for _, t in eligible if not self._is_local(t.provider)]
+            eligible = [(i, t) for i, t in eligible if self._is_local(t.provider)]
+            if not eligible:
                 raise LocalOnlyViolation(
                     f"local_only is on ({reason}) and role '{role}' has no local provider; "
                     f"refused: {', '.join(refused)}. Add a local tier to roles.{role}, or mark "
                     "a provider that runs on this machine with local = true."
                 )
         if tags is not None:
-            tiers = [(i, t) for i, t in tiers if not t.when or set(t.when) & tags]
-        return tiers
+            eligible = [(i, t) for i, t in eligible if not t.when or set(t.when) & tags]
+        return eligible
 
     # -- the shared tier walk -----------------------------------------------------------
 
