@@ -40,7 +40,7 @@ from council import prompts
 from council.events import Event, Events
 from council.pipeline import Council
 from council.run_scope import usage_by_role
-from council.sandbox import SandboxLimits, SandboxPathError, run_tests, safe_relative_path
+from council.sandbox import SandboxPathError, run_tests, safe_relative_path
 from council.schemas import CodeBundle, CouncilRequest, CouncilResult, Plan, RequestContext
 from council.structured import ask
 from providers.errors import ProviderError
@@ -138,9 +138,8 @@ class Official:
 
     def __init__(self, settings: Settings) -> None:
         sandbox = settings.sandbox
-        limits = SandboxLimits(**sandbox.model_dump(exclude={"python"}))
-        self.limits = limits.model_copy(
-            update={"timeout_secs": min(limits.timeout_secs, OFFICIAL_TIMEOUT_SECS)}
+        self.limits = sandbox.model_copy(
+            update={"timeout_secs": min(sandbox.timeout_secs, OFFICIAL_TIMEOUT_SECS)}
         )
         self.python = sandbox.python
         self.runs = 0

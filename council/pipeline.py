@@ -73,7 +73,7 @@ class Council:
         self.settings = router.settings
         self.workspace = workspace
         sandbox = self.settings.sandbox
-        self.limits = limits or SandboxLimits(**sandbox.model_dump(exclude={"python"}))
+        self.limits = limits or sandbox
         self.python = python or sandbox.python
 
     # -- entry point ------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""What a sandbox run may use and what it reports back."""
+"""What a sandbox run may use and what it reports back.
+
+What a run may use is `providers.settings.SandboxLimits`, the `[sandbox]` settings table
+itself (one definition; see its docstring for why it lives in `providers`), re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from providers.settings import SandboxLimits
 
-class SandboxLimits(BaseModel, frozen=True):
-    """What one run may use. Mirrors `providers.settings.SandboxConfig`."""
-
-    timeout_secs: float = Field(30.0, gt=0, description="Wall clock for the whole run.")
-    cpu_secs: int = Field(30, ge=1, description="RLIMIT_CPU per process.")
-    memory_mb: int = Field(
-        2048, ge=64, description="RLIMIT_AS per process; also the memory cgroup's cap on the tree."
-    )
-    file_size_mb: int = Field(64, ge=1, description="RLIMIT_FSIZE.")
-    max_processes: int = Field(32, ge=1, description="Process starts allowed in the whole run.")
-    disk_mb: int = Field(
-        256, ge=1, description="Room for new files in the run's directory, /tmp and /dev/shm each."
-    )
-    network: bool = Field(False, description="False: cut where the OS allows, plus the guard.")
-
+__all__ = ["DEFAULT_LIMITS", "HUNG", "CaseResult", "ExecutionResult", "Outcome", "SandboxLimits"]
 
 DEFAULT_LIMITS = SandboxLimits()
 

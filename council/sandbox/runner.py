@@ -344,8 +344,10 @@ async def run_tests(
 
     Raises SandboxPathError for unsafe or missing paths in `files`, `copy` and `test_paths`;
     everything the child does, however it misbehaves, comes back as the result.
-    `test_paths` entries may carry a `::node` selector.
+    `test_paths` entries may carry a `::node` selector. `python` (else `limits.python`, else
+    council's own interpreter) runs pytest.
     """
+    python = python or limits.python
     paths = list(test_paths) if test_paths is not None else _default_test_paths(files)
     arguments = []
     for entry in paths:
@@ -401,6 +403,7 @@ async def run_script(
 
     `cases` stays empty; `passed` is 1 when the script exits 0, else `failed` is 1.
     """
+    python = python or limits.python
     entry_path = safe_relative_path(entry)
 
     def make_argv(root: Path, _council: Path) -> list[str]:
