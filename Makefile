@@ -19,7 +19,7 @@ $(BIN)/python:
 # .pyc files every sandboxed run would compile pytest anew (0.15 s -> 0.32 s a run).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,train]'
 	touch $(STAMP)
 
 # bubblewrap gives the sandbox its read-only filesystem, hidden home, PID and network
@@ -42,14 +42,17 @@ install: $(STAMP) sandbox-deps
 demo: $(STAMP) sandbox-deps
 	$(BIN)/council demo
 
-# The VS Code extension: npm ci, then typecheck + bundle, eslint, unit tests, and the .vsix
-# (rebuilt every run, so the e2e tests install what is in the working tree).
+# The VS Code extension: its settings regenerated from providers/settings.py (package.json's
+# contributes.configuration and docs/settings.md, scripts/gen_settings.py), npm ci, then
+# typecheck + bundle, eslint, unit tests, and the .vsix (rebuilt every run, so the e2e tests
+# install what is in the working tree).
 VSCODE := editors/vscode
 $(VSCODE)/node_modules/.installed: $(VSCODE)/package-lock.json
 	cd $(VSCODE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-vscode: $(VSCODE)/node_modules/.installed
+vscode: $(STAMP) $(VSCODE)/node_modules/.installed
+	$(BIN)/python scripts/gen_settings.py
 	cd $(VSCODE) && npm run --silent lint && npm run --silent test \
 		&& npm run --silent package >/dev/null
 	@echo "editors/vscode: lint, unit tests and council.vsix OK"

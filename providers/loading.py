@@ -240,7 +240,7 @@ def _dotted(loc: tuple[str, ...]) -> str:
 
 def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
-        return "unknown key (check the spelling; see README 'Configuration')"
+        return "unknown key (check the spelling; every key is in docs/settings.md)"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
     if error["type"] != "missing" and isinstance(value, str | int | float | bool):
