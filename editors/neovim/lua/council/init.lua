@@ -10,8 +10,8 @@ local defaults = {
   filetypes = { "python" },
   root_markers = { "council.toml", "pyproject.toml", ".git" },
   -- The council.toml table (providers, roles, council, router, completion, privacy,
-  -- sandbox, deliberate). Sent as initializationOptions and answered to
-  -- workspace/configuration section "council".
+  -- sandbox, deliberate; every key is in docs/settings.md). Sent as initializationOptions
+  -- and answered to workspace/configuration section "council"; the server checks it.
   settings = {},
   -- Extra environment for the server process.
   cmd_env = nil,
@@ -31,6 +31,9 @@ local defaults = {
 
 M.options = vim.deepcopy(defaults)
 
+-- Checks the plugin's own options only. The `settings` keys belong to the server: it
+-- validates them against its settings model, reports each bad value (window/showMessage)
+-- and uses that key's default, so a second copy of the rules here could only drift.
 local function validate(opts)
   vim.validate("opts", opts, "table")
   vim.validate("cmd", opts.cmd, function(v)
@@ -43,50 +46,6 @@ local function validate(opts)
   vim.validate("settings", opts.settings, "table")
   vim.validate("cmd_env", opts.cmd_env, "table", true)
   vim.validate("notify", opts.notify, "function", true)
-  local s = opts.settings
-  for _, key in ipairs({ "providers", "roles", "council", "router", "completion", "privacy", "sandbox", "deliberate" }) do
-    vim.validate("settings." .. key, s[key], "table", true)
-  end
-  if s.providers then
-    for name, p in pairs(s.providers) do
-      vim.validate("settings.providers." .. name, p, "table")
-      vim.validate("settings.providers." .. name .. ".base_url", p.base_url, "string")
-      vim.validate("settings.providers." .. name .. ".api_key_env", p.api_key_env, "string", true)
-      vim.validate("settings.providers." .. name .. ".local", p["local"], "boolean", true)
-      vim.validate("settings.providers." .. name .. ".timeout_secs", p.timeout_secs, "number", true)
-    end
-  end
-  if s.roles then
-    for role, v in pairs(s.roles) do
-      vim.validate("settings.roles." .. role, v, { "string", "table" })
-    end
-  end
-  local c = s.council
-  if c then
-    vim.validate("settings.council.local_only", c.local_only, "boolean", true)
-    vim.validate("settings.council.budget_usd", c.budget_usd, "number", true)
-    vim.validate("settings.council.budget_tokens", c.budget_tokens, "number", true)
-    vim.validate("settings.council.engine", c.engine, function(v)
-      return v == nil or v == "auto" or v == "council" or v == "local"
-    end, '"auto", "council" or "local"')
-    vim.validate("settings.council.consensus_threshold", c.consensus_threshold, "number", true)
-    vim.validate("settings.council.max_refinement_passes", c.max_refinement_passes, "number", true)
-  end
-  local comp = s.completion
-  if comp then
-    vim.validate("settings.completion.backend", comp.backend, function(v)
-      return v == nil or v == "specialist" or (type(v) == "string" and v:find(":") ~= nil)
-    end, '"specialist" or "provider:model"')
-    vim.validate("settings.completion.enabled", comp.enabled, "boolean", true)
-    vim.validate("settings.completion.model_path", comp.model_path, "string", true)
-    vim.validate("settings.completion.fim_format", comp.fim_format, function(v)
-      return v == nil or vim.tbl_contains({ "auto", "suffix", "starcoder", "starcoder-spm", "qwen", "deepseek", "codellama" }, v)
-    end, "auto|suffix|starcoder|starcoder-spm|qwen|deepseek|codellama")
-    for _, k in ipairs({ "max_context_tokens", "max_tokens", "max_tokens_multiline", "max_lines", "max_latency_ms", "snippet_tokens", "temperature", "timeout_secs" }) do
-      vim.validate("settings.completion." .. k, comp[k], "number", true)
-    end
-    vim.validate("settings.completion.snippets", comp.snippets, "boolean", true)
-  end
   vim.validate("inline", opts.inline, { "table", "boolean" })
   if type(opts.inline) == "table" then
     vim.validate("inline.debounce_ms", opts.inline.debounce_ms, "number")
@@ -117,34 +76,9 @@ function M.client(bufnr)
   return clients[1]
 end
 
---- The function or class name at the cursor (via treesitter when available, else a regex scan up).
-local function symbol_at_cursor(bufnr)
-  bufnr = bufnr or 0
-  local ok, node = pcall(vim.treesitter.get_node, { bufnr = bufnr })
-  if ok and node then
-    while node do
-      local t = node:type()
-      if t == "function_definition" or t == "class_definition" then
-        local name = node:field("name")[1]
-        if name then
-          return vim.treesitter.get_node_text(name, bufnr)
-        end
-      end
-      node = node:parent()
-    end
-  end
-  local row = vim.api.nvim_win_get_cursor(0)[1]
-  local lines = vim.api.nvim_buf_get_lines(bufnr, 0, row, false)
-  for i = #lines, 1, -1 do
-    local name = lines[i]:match("^%s*def%s+([%w_]+)") or lines[i]:match("^%s*async%s+def%s+([%w_]+)")
-      or lines[i]:match("^%s*class%s+([%w_]+)")
-    if name then
-      return name
-    end
-  end
-end
-
---- Arguments for a document command: {uri, symbol?, range?, query?}.
+--- Arguments for a document command: {uri, range, query?}.
+--- Without a visual range the range is empty, at the cursor: the server resolves the symbol
+--- there (one resolver for every editor; see council/symbols.py).
 function M.doc_args(cmdopts, bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
   local args = { uri = vim.uri_from_bufnr(bufnr) }
@@ -155,7 +89,10 @@ function M.doc_args(cmdopts, bufnr)
       ["end"] = { line = cmdopts.line2 - 1, character = vim.str_utfindex(last, "utf-16") },
     }
   else
-    args.symbol = symbol_at_cursor(bufnr)
+    local row, col = unpack(vim.api.nvim_win_get_cursor(0))
+    local line = vim.api.nvim_buf_get_lines(bufnr, row - 1, row, false)[1] or ""
+    local here = { line = row - 1, character = vim.str_utfindex(line:sub(1, col), "utf-16") }
+    args.range = { start = here, ["end"] = here }
   end
   if cmdopts and cmdopts.args and cmdopts.args ~= "" then
     args.query = cmdopts.args
