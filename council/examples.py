@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from council.static import find_definition, reindent
+from council.symbols import definitions, find_definition, parse, reindent
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,19 @@ class Example(BaseModel):
 
 
 def _docstring_node(source: str, symbol: str) -> ast.Constant | None:
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    """The docstring of `symbol`, when its examples can run against the module.
+
+    A function nested in a function (`outer.inner`) is not an attribute of the module, so its
+    examples could not be run by the generated test module: they are not evidence.
+    """
+    tree = parse(source)
+    if tree is None:
         return None
     node = find_definition(tree, symbol)
-    if node is None or not node.body or not isinstance(node.body[0], ast.Expr):
+    importable = {name for name, _, reachable in definitions(tree) if reachable}
+    if node is None or symbol not in importable:
+        return None
+    if not node.body or not isinstance(node.body[0], ast.Expr):
         return None
     value = node.body[0].value
     if isinstance(value, ast.Constant) and isinstance(value.value, str):

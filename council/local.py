@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -43,6 +42,7 @@ from council.schemas import (
     TestSuite,
 )
 from council.static import Finding, analyse
+from council.symbols import find_definition, parse, split_lines, stub_body, stub_form
 from providers.base import CompletionRequest
 from providers.budget import RunContext
 from providers.errors import ProviderError
@@ -86,35 +86,40 @@ def completion_tier(router: Router) -> Tier | None:
 
 
 def split_stub(text: str, symbol: str) -> tuple[str, str, str] | None:
-    """(prefix, suffix, indent) around the `pass`/`...` body of function `symbol`."""
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
+    """(prefix, suffix, indent) around the stub body of function `symbol`, for FIM.
+
+    Any stub form `council.symbols` recognises qualifies (`pass`, `...`, `raise
+    NotImplementedError`, a docstring alone); the docstring stays in the prefix, the model
+    writes what follows it. None when `symbol` is not a stub function in `text`.
+    """
+    tree = parse(text)
+    node = find_definition(tree, symbol) if tree is not None else None
+    if node is None or stub_form(node) is None:
         return None
-    parts = symbol.split(".")
-    nodes: list[ast.stmt] = list(tree.body)
-    found: ast.FunctionDef | ast.AsyncFunctionDef | None = None
-    for depth, name in enumerate(parts):
-        match = next((n for n in nodes if getattr(n, "name", None) == name), None)
-        if match is None:
-            return None
-        if depth == len(parts) - 1 and isinstance(match, ast.FunctionDef | ast.AsyncFunctionDef):
-            found = match
-        nodes = list(getattr(match, "body", []))
-    if found is None:
-        return None
-    last = found.body[-1]
-    is_stub = isinstance(last, ast.Pass) or (
-        isinstance(last, ast.Expr)
-        and isinstance(last.value, ast.Constant)
-        and last.value.value is Ellipsis
-    )
-    if not is_stub or last.end_lineno is None:
-        return None
-    lines = text.splitlines(keepends=True)
-    start = sum(len(line) for line in lines[: last.lineno - 1]) + last.col_offset
-    end = sum(len(line) for line in lines[: last.end_lineno - 1]) + (last.end_col_offset or 0)
-    return text[:start], text[end:], " " * last.col_offset
+    lines = split_lines(text)
+
+    def offset(line: int, column: int) -> int:  # ast positions: 1-based line, UTF-8 column
+        return sum(len(x) for x in lines[: line - 1]) + len(
+            lines[line - 1].encode()[:column].decode(errors="ignore")
+        )
+
+    docstring, last = stub_body(node)
+    def_line = lines[node.lineno - 1]
+    block_indent = def_line[: len(def_line) - len(def_line.lstrip())] + "    "
+    if last is None:  # a docstring and nothing else: the body goes after it
+        assert docstring is not None and docstring.end_lineno is not None
+        at = offset(docstring.end_lineno, docstring.end_col_offset or 0)
+        indent = " " * docstring.col_offset
+        return text[:at] + "\n" + indent, text[at:], indent
+    first = node.body[1 if docstring is not None else 0]
+    assert last.end_lineno is not None
+    start = offset(first.lineno, first.col_offset)
+    end = offset(last.end_lineno, last.end_col_offset or 0)
+    prefix = text[:start]
+    line_start = prefix[prefix.rfind("\n") + 1 :]
+    if line_start.strip():  # `def f(): pass`: the body moves to its own line
+        return prefix.rstrip() + "\n" + block_indent, text[end:], block_indent
+    return prefix, text[end:], line_start
 
 
 def trim_body(completion: str, indent: str) -> str:
@@ -251,8 +256,8 @@ async def _generate_mode(job: _Job) -> None:
     split = split_stub(ctx.file_text, ctx.symbol) if ctx.symbol else None
     if split is None:
         result.summary = (
-            f"{LOCAL_NOTE}. Local mode fills stub functions (a body of `pass` or "
-            "`...`); no stub was found for the symbol."
+            f"{LOCAL_NOTE}. Local mode fills stub functions (a body of `pass`, `...` or "
+            "`raise NotImplementedError`); no stub was found for the symbol."
         )
         return
     prefix, suffix, indent = split

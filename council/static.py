@@ -4,8 +4,7 @@ In local council mode (no chat model reachable) this module *is* the debugger: c
 sampled from a completion model are ranked partly by what it finds. In the full council it sits
 next to the model's debug report as evidence the model cannot hallucinate.
 
-Besides findings, it locates and replaces a single function or class in a file, so a fix for one
-symbol can be spliced back without touching the rest of the user's code.
+Locating, classifying and splicing symbols lives in `council.symbols`.
 
 Columns are 0-based (as in `ast` and LSP); lines are 1-based.
 """
@@ -22,6 +21,8 @@ from typing import Literal
 from pydantic import BaseModel
 from pyflakes import messages as pfm
 from pyflakes.checker import Checker
+
+from council.symbols import stub_form
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,6 @@ def _pyflakes_findings(tree: ast.Module, filename: str, known: set[str]) -> list
 _TERMINATORS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
 _MUTABLE_LITERALS = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
 _MUTABLE_FACTORIES = {"list", "dict", "set", "bytearray", "defaultdict", "OrderedDict", "deque"}
-_STUB_EXEMPT_DECORATORS = {"overload", "abstractmethod"}
 
 
 def _statement_blocks(tree: ast.AST) -> Iterator[list[ast.stmt]]:
@@ -148,23 +148,11 @@ def _unreachable(tree: ast.AST) -> Iterator[Finding]:
                 break
 
 
-def _decorator_name(node: ast.expr) -> str:
-    target = node.func if isinstance(node, ast.Call) else node
+def _callee_name(call: ast.Call) -> str:
+    target = call.func
     if isinstance(target, ast.Attribute):
         return target.attr
     return target.id if isinstance(target, ast.Name) else ""
-
-
-def _is_stub_statement(stmt: ast.stmt) -> bool:
-    """`pass`, `...`, a bare string (docstring) or `raise NotImplementedError`."""
-    if isinstance(stmt, ast.Pass):
-        return True
-    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-        return stmt.value.value is Ellipsis or isinstance(stmt.value.value, str)
-    if isinstance(stmt, ast.Raise) and stmt.exc is not None:
-        exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
-        return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
-    return False
 
 
 def _stubs(tree: ast.AST) -> Iterator[Finding]:
@@ -173,11 +161,7 @@ def _stubs(tree: ast.AST) -> Iterator[Finding]:
     Overloads and abstract methods are stubs by design and are not reported.
     """
     for node in ast.walk(tree):
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        if {_decorator_name(d) for d in node.decorator_list} & _STUB_EXEMPT_DECORATORS:
-            continue
-        if all(_is_stub_statement(stmt) for stmt in node.body):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and stub_form(node):
             yield Finding(
                 line=node.lineno,
                 column=node.col_offset,
@@ -202,7 +186,7 @@ def _bare_excepts(tree: ast.AST) -> Iterator[Finding]:
 def _is_mutable(default: ast.expr) -> bool:
     if isinstance(default, _MUTABLE_LITERALS):
         return True
-    return isinstance(default, ast.Call) and _decorator_name(default) in _MUTABLE_FACTORIES
+    return isinstance(default, ast.Call) and _callee_name(default) in _MUTABLE_FACTORIES
 
 
 def _mutable_defaults(tree: ast.AST) -> Iterator[Finding]:
@@ -321,146 +305,3 @@ def score(findings: Sequence[Finding]) -> float:
     """
     total = 1.0 - sum(_PENALTY[f.severity] for f in findings)
     return max(round(total, 6), 0.0)
-
-
-# -- locating and replacing symbols ------------------------------------------------------------
-
-_Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
-_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-
-
-def split_lines(source: str) -> list[str]:
-    """Lines with their endings, split exactly where Python's tokenizer splits them.
-
-    `str.splitlines` also splits on form feeds and Unicode separators, which would shift
-    line numbers against the ones `ast` reports.
-    """
-    return _LINE_RE.findall(source)
-
-
-def find_definition(tree: ast.Module, name: str) -> _Definition | None:
-    """The function or class `name` ("func", "Class", "Class.method", "Outer.Inner.m").
-
-    Lookup is by top-level and class-body definitions only; when a name is defined twice the
-    last definition wins, as it does at runtime.
-    """
-    body: list[ast.stmt] = tree.body
-    found: _Definition | None = None
-    for part in name.split("."):
-        matches = [n for n in body if isinstance(n, _Definition) and n.name == part]
-        if not matches:
-            return None
-        found = matches[-1]
-        body = found.body if isinstance(found, ast.ClassDef) else []
-    return found
-
-
-def _span(node: _Definition) -> tuple[int, int]:
-    """First line (decorators included) and last line of a definition, 1-based, inclusive."""
-    start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-    return start, node.end_lineno or node.lineno
-
-
-def _locate(source: str, name: str) -> tuple[list[str], int, int] | None:
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    node = find_definition(tree, name)
-    if node is None:
-        return None
-    start, end = _span(node)
-    return split_lines(source), start, end
-
-
-def _indent_of(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t"))]
-
-
-def _string_interior_lines(code: str) -> set[int]:
-    """1-based lines that begin inside a multi-line string literal (docstrings excepted).
-
-    Re-indenting such a line would change the string's value.
-    """
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return set()
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-    }
-    interior: set[int] = set()
-    for node in ast.walk(tree):
-        is_string = isinstance(node, ast.JoinedStr) or (
-            isinstance(node, ast.Constant) and isinstance(node.value, str | bytes)
-        )
-        if is_string and id(node) not in docstrings and node.end_lineno:
-            interior.update(range(node.lineno + 1, node.end_lineno + 1))
-    return interior
-
-
-def reindent(code: str, indent: str) -> list[str]:
-    """`code` as lines (without endings) moved to `indent`, multi-line strings left intact.
-
-    The margin removed is the indentation of the first non-blank line, which for a definition
-    is its decorator or `def`/`class` line.
-    """
-    lines = [line.rstrip("\r\n") for line in split_lines(code)]
-    first = next((line for line in lines if line.strip()), "")
-    margin = _indent_of(first)
-    stripped = [line.removeprefix(margin) for line in lines]
-    interior = _string_interior_lines("\n".join(stripped))
-    result: list[str] = []
-    for number, (original, line) in enumerate(zip(lines, stripped, strict=True), start=1):
-        if number in interior:
-            result.append(original)
-        else:
-            result.append(indent + line if line.strip() else "")
-    return result
-
-
-def symbol_source(source: str, name: str) -> tuple[str, int] | None:
-    """Source of function/class `name` (decorators included, dedented) and its first line.
-
-    Dedenting lets a method be analysed or shown to a model on its own; the line number maps
-    findings back to the file. None if the symbol is absent or `source` does not parse.
-    """
-    located = _locate(source, name)
-    if located is None:
-        return None
-    lines, start, end = located
-    text = "".join(lines[start - 1 : end])
-    body = "\n".join(reindent(text, ""))
-    return body + "\n", start
-
-
-def _newline_of(lines: Sequence[str]) -> str:
-    for line in lines:
-        for ending in ("\r\n", "\r", "\n"):
-            if line.endswith(ending):
-                return ending
-    return "\n"
-
-
-def replace_symbol(source: str, name: str, new_code: str) -> str:
-    """`source` with function/class `name` (decorators included) replaced by `new_code`.
-
-    `new_code` may come at any indentation (models usually answer at column 0); it is moved to
-    the original definition's indentation. Raises KeyError if `name` is not found (or `source`
-    does not parse, since then nothing can be found).
-    """
-    located = _locate(source, name)
-    if located is None:
-        raise KeyError(name)
-    lines, start, end = located
-    newline = _newline_of(lines)
-    replacement = [line + newline for line in reindent(new_code, _indent_of(lines[start - 1]))]
-    while replacement and not replacement[-1].strip():
-        replacement.pop()  # trailing blank lines would pile up on every replacement
-    if end == len(lines) and not lines[-1].endswith(("\n", "\r")) and replacement:
-        replacement[-1] = replacement[-1].rstrip("\r\n")
-    return "".join([*lines[: start - 1], *replacement, *lines[end:]])

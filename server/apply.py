@@ -16,8 +16,7 @@ from lsprotocol import types
 from pygls.uris import from_fs_path
 
 from council.schemas import TestSuite
-from council.static import reindent, symbol_source
-from server.symbols import Symbol, find_symbol
+from council.symbols import Symbol, find_symbol, reindent, symbol_source
 
 
 @dataclass
@@ -92,7 +91,7 @@ def plan_generate(
 ) -> Planned:
     lines = current_text.splitlines()
     if symbol:
-        found = symbol_source(generated, symbol)
+        found = symbol_source(generated, symbol, loose=True)
         if found is None:
             return Planned(None, f"The council's code has no `{symbol}`; nothing was changed.")
         anchor: Symbol | None = find_symbol(current_text, symbol)

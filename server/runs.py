@@ -30,6 +30,7 @@ from pygls.uris import from_fs_path
 from council.events import Events
 from council.pool import report_lines
 from council.schemas import CouncilRequest, CouncilResult, Diagnostic, RequestContext
+from council.symbols import find_symbol, symbol_at
 from providers.errors import ProviderError
 from server import apply
 from server.app import CouncilServer, Run
@@ -44,7 +45,6 @@ from server.features.commands import (
     RUN,
 )
 from server.progress import ProgressReporter
-from server.symbols import find_symbol, symbol_at
 
 log = logging.getLogger(__name__)
 

@@ -179,6 +179,40 @@ def test_add_tests_result_and_file_written(
     assert data["active_tokens"] == 0  # begin/end tracked from LspProgress
 
 
+def test_generate_inside_a_method_resolves_the_qualified_name(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    stub = (
+        "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
+        '    def push(self, item):\n        """Put item on top."""\n'
+        "        raise NotImplementedError\n"
+    )
+    fixed = stub.replace("raise NotImplementedError", "self.items.append(item)")
+    (workspace / "shapes.py").write_text(stub, encoding="utf-8")
+    lb.script(plan("generator"), synth("APPROVE", 0.95), model="orch")
+    lb.script(Reply(content=json.dumps({"summary": "append", "apis": []})), model="res")
+    lb.script(
+        Reply(
+            content=json.dumps(
+                {"files": [{"path": "shapes.py", "content": fixed}], "explanation": "append"}
+            )
+        ),
+        model="gen",
+    )
+    lb.script(debug_ok(), model="dbg")
+    tests = (
+        "from shapes import Stack\n\n\n"
+        "def test_push():\n    s = Stack()\n    s.push(1)\n    assert s.items == [1]\n"
+    )
+    lb.script(suite(tests), model="tst")
+    data = run_nvim(tmp_path, workspace, "generate_method")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    assert data["text"] == fixed.rstrip("\n")
+    begin = next(p for p in data["progress"] if p["kind"] == "begin")
+    assert "Stack.push" in begin["title"], begin
+    assert any("Replaced `Stack.push`" in m for m in data["messages"]), data["messages"]
+
+
 def test_cancel_sends_work_done_progress_cancel(
     tmp_path: Path, workspace: Path, lb: LoopbackProvider
 ) -> None:

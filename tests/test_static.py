@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from council.static import Finding, analyse, replace_symbol, score, symbol_source
+from council.static import Finding, analyse, score
+from council.symbols import replace_symbol, symbol_source
 
 
 def codes(source: str, **kwargs) -> list[tuple[int, str, str]]:

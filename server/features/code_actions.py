@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from council.symbols import symbol_at, todo_at
 from server.app import CouncilServer
 from server.diagnostics import SOURCE, published
 from server.features.commands import ADD_TESTS, DEBUG, GENERATE
-from server.symbols import symbol_at, todo_at
 
 KIND_GENERATE = "refactor.rewrite.council.generate"
 KIND_DEBUG = "refactor.council.debug"

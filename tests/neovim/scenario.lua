@@ -97,6 +97,21 @@ function scenarios.command_add_tests()
   if b ~= -1 then out.test_text = table.concat(vim.api.nvim_buf_get_lines(b, 0, -1, false), "\n") end
 end
 
+-- :CouncilGenerate with no selection, the cursor inside a method: the plugin sends the
+-- position and the server resolves `Stack.push` (it used to send the bare name `push`).
+function scenarios.generate_method()
+  if not attach(ws .. "/shapes.py") then return end
+  vim.api.nvim_win_set_cursor(0, { 7, 8 })
+  vim.cmd("CouncilGenerate")
+  check(vim.wait(25000, function()
+    return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n"):find("self.items.append") ~= nil
+  end, 50), "the :CouncilGenerate edit never landed in shapes.py")
+  check(vim.wait(10000, function()
+    for _, m in ipairs(_G.council_messages or {}) do if m:find("council.generate", 1, true) then return true end end
+  end, 50), "no result message for :CouncilGenerate")
+  out.text = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+end
+
 function scenarios.cancel()
   if not attach(ws .. "/mathx.py") then return end
   vim.api.nvim_win_set_cursor(0, { 2, 4 })
