@@ -199,6 +199,25 @@ class CouncilProtocol(LanguageServerProtocol):
         result = yield handler, (params,), None
         return result
 
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args: Any) -> Any:
+        """`shutdown` while council runs are in flight: stop the runs, answer the requests.
+
+        pygls cancels pending request futures while iterating over the live dict. A command
+        request runs through a generator handler whose future is a `concurrent.futures.Future`,
+        and cancelling one runs its done-callback at once, which removes the entry
+        mid-iteration ("dictionary changed size during iteration"): `shutdown` itself failed.
+        The same steps, over a copy (no user SHUTDOWN handler is registered).
+        """
+        for run in list(getattr(self._server, "runs", {}).values()):
+            run.scope.cancel()
+        current_id = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current_id and not future.done():
+                future.cancel()
+        self._shutdown = True
+        return None
+
     def _handle_cancel_notification(self, msg_id: Any) -> None:
         """`$/cancelRequest`: pygls answers RequestCancelled; we also stop the run itself."""
         super()._handle_cancel_notification(msg_id)
