@@ -27,7 +27,6 @@ from council.bench_humaneval import (
     simulated_settings,
     summarise,
 )
-from slm_council.main import main
 from council.sandbox import run_tests
 from council.schemas import (
     Candidate,
@@ -39,6 +38,7 @@ from council.schemas import (
 )
 from council.simmutants import official_program, run_programs
 from council.simteam import Prepared, SimParams, SimTeam, prepare, suite_module
+from slm_council.main import main
 
 pytestmark = pytest.mark.timeout(300)
 
