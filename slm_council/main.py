@@ -29,6 +29,7 @@ from slm_council.commands import (
     sandbox,
 )
 from slm_council.commands import train as train_command
+from slm_council.extras import missing_train_module, train_extra_hint
 
 #: In the order `council --help` lists them.
 COMMANDS = (
@@ -94,6 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProviderError as exc:  # already redacted and readable; no traceback for users
         print(f"council: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # a base install reaching training code
+        module = missing_train_module(exc)
+        if module is None:
+            raise
+        print(train_extra_hint(_command_line(args), module), file=sys.stderr)
+        return 1
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """`council train fit`, `council bench humaneval`: the command as the user typed it."""
+    sub = getattr(args, "train_command", None) or getattr(args, "bench", None)
+    return " ".join(["council", args.command, *([sub] if sub else [])])
 
 
 if __name__ == "__main__":

@@ -53,7 +53,15 @@ def load_for_inference(
     kind = model_kind(path)
     tokenizer = load_tokenizer(path)
     if kind == "run":
-        from training.checkpoint import load_model
+        try:
+            from training.checkpoint import load_model
+        except ModuleNotFoundError as exc:  # orbax is in the [train] extra
+            missing = (exc.name or "orbax").split(".")[0]
+            raise ModelLoadError(
+                f"{path}: a training run's checkpoints need the [train] extra ({missing} is "
+                "not installed): pip install 'slm-council[train]', or point at a Hugging Face "
+                "directory (council train export)"
+            ) from exc
 
         model, cfg = load_model(path, step)
         if dtype and dtype != cfg.dtype:

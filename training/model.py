@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from training.config import ModelConfig
@@ -381,6 +380,10 @@ class Transformer(nnx.Module):
         """
         x, _ = self.hidden(tokens)
         if self.cfg.legacy_numerics:  # the pre-AMX path: whole logits, optax's loss
+            # imported here: optax is in the [train] extra and inference never gets here (flax
+            # pulls optax in today; the model does not count on it)
+            import optax
+
             logits = self.embed.attend(x) if self.lm_head is None else self.lm_head(x)
             ce = optax.softmax_cross_entropy_with_integer_labels(
                 logits.astype(jnp.float32), targets
