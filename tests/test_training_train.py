@@ -17,7 +17,7 @@ import pytest
 from slm_council.main import main as council_main
 from training.bench import bench_train
 from training.checkpoint import latest_step, load_model
-from training.config import param_count, preset
+from training.config import TrainConfig, param_count, preset
 from training.data import PackedData, write_packed
 from training.fit import fit
 from training.flops import (
@@ -29,7 +29,6 @@ from training.flops import (
 from training.mesh import make_mesh
 from training.tokenizer import train_tokenizer
 from training.train import (
-    TrainConfig,
     Trainer,
     get_trainer,
     lr_schedule,
@@ -165,7 +164,8 @@ SHARDED_SCRIPT = textwrap.dedent(
     import json, jax, numpy as np
     from training.config import preset
     from training.mesh import make_mesh
-    from training.train import TrainConfig, Trainer
+    from training.config import TrainConfig
+    from training.train import Trainer
     assert jax.device_count() == 8
     cfg = preset("tiny", vocab_size=256, hidden_dim=32, num_layers=1, num_heads=4,
                  num_kv_heads=1, ffn_dim=64, max_seq_len=64, dtype="float32")

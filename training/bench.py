@@ -39,9 +39,9 @@ def _prepare(
     import jax
     import numpy as np
 
-    from training.config import preset
+    from training.config import TrainConfig, preset
     from training.mesh import make_mesh
-    from training.train import TrainConfig, Trainer
+    from training.train import Trainer
 
     cfg = preset(name, **overrides)
     seq = seq_len or cfg.max_seq_len

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 
 from training import checkpoint
-from training.config import ModelConfig
+from training.config import ModelConfig, TrainConfig
 from training.flops import flops_per_token, measure_peak_flops, mfu
 from training.model import Transformer
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 from training.mesh import make_mesh
 from training.train import (
     TOKENIZER_FILES,
-    TrainConfig,
     TrainState,
     get_trainer,
 )

@@ -50,14 +50,10 @@ and resumes ends with the same parameters as one that never stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,19 +63,15 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from training.config import ModelConfig
+from training.config import ModelConfig, TrainConfig
 from training.mesh import (
     BATCH_AXES,
     _to_global,
     batch_sharding,
     check_shardable,
-    parse_mesh,
     put_batch,
 )
 from training.model import Transformer, build
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -87,122 +79,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 Params = dict[str, Any]
 Metrics = dict[str, jax.Array]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and bookkeeping of one run (the model's shape is :class:`ModelConfig`)."""
-
-    steps: int = 1000  # optimizer steps
-    batch_size: int = 16  # global, in sequences, per optimizer step
-    grad_accum: int = 1  # micro-batches per step (batch_size must divide by it)
-    lr: float = 1e-3  # peak learning rate
-    lr_min: float = 1e-4  # reached at the last step
-    warmup_steps: int | None = None  # None: min(2000, 5% of steps)
-    weight_decay: float = 0.1
-    clip: float = 1.0  # global gradient-norm clip
-    b1: float = 0.9
-    b2: float = 0.95
-    eps: float = 1e-8
-    seed: int = 0  # initialisation, data order and the checkpointed RNG
-    fim_rate: float = 0.5  # fraction of documents turned into fill-in-the-middle examples
-    eval_every: int = 200  # 0 = only at the end
-    eval_batches: int = 8
-    save_every: int = 500  # a checkpoint is also written at the end
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    mesh: str = "data=-1,fsdp=1"  # -1 = all remaining devices
-    peak_tflops: float | None = None  # per device, for MFU; None = measure a matmul
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("steps", "batch_size", "grad_accum", "eval_batches", "log_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1")
-        for name in ("eval_every", "save_every", "keep_checkpoints"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0")
-        if self.batch_size % self.grad_accum:
-            problems.append(
-                f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
-                f"({self.grad_accum})"
-            )
-        if not 0 < self.lr_min <= self.lr and not (self.lr_min == 0 <= self.lr):
-            problems.append(f"need 0 <= lr_min ({self.lr_min}) <= lr ({self.lr})")
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
-            problems.append(f"warmup_steps ({self.warmup_steps}) must be in [0, steps)")
-        if not 0.0 <= self.fim_rate <= 1.0:
-            problems.append(f"fim_rate ({self.fim_rate}) must be in [0, 1]")
-        if self.peak_tflops is not None and self.peak_tflops <= 0:
-            problems.append("peak_tflops must be positive")
-        try:
-            parse_mesh(self.mesh)
-        except ValueError as exc:
-            problems.append(str(exc))
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def warmup(self) -> int:
-        """Warmup steps: as given, else the seed's 2,000 capped at 5% of a shorter run."""
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return min(2000, max(1, round(0.05 * self.steps))) if self.steps > 1 else 0
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown train config keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        data = self.to_dict() | {"resolved_warmup": self.warmup}
-        path.write_text(json.dumps(data, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> TrainConfig:
-        data = json.loads(path.read_text())
-        data.pop("resolved_warmup", None)
-        return cls.from_dict(data)
-
-
-#: Training defaults per model preset. ``prod`` is seed 004 (3e-4 -> 3e-5, 2,000 warmup
-#: steps at 50k steps, global batch 64). The small models take a 3x higher peak (small
-#: transformers tolerate and need larger steps: GPT-3's table goes from 6e-4 at 125M up to
-#: 1e-3 and beyond below that) with the same 10:1 decay, and their warmup is the 5% rule.
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "tiny": TrainConfig(steps=3000, batch_size=16, lr=1e-3, lr_min=1e-4),
-    "test": TrainConfig(steps=2000, batch_size=32, lr=1e-3, lr_min=1e-4),
-    "prod": TrainConfig(
-        steps=50_000,
-        batch_size=64,
-        lr=3e-4,
-        lr_min=3e-5,
-        eval_every=1000,
-        eval_batches=16,
-        save_every=1000,
-        log_every=50,
-    ),
-}
-
-
-def train_preset(name: str, **overrides: Any) -> TrainConfig:
-    """The training defaults for a model preset, with overrides."""
-    try:
-        base = TRAIN_PRESETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}"
-        ) from None
-    return base.replace(**overrides) if overrides else base
 
 
 # -- optimizer ----------------------------------------------------------------------------

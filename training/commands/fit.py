@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace, run_dir: Path) -> Any:
-    from training.train import TrainConfig, train_preset
+    from training.config import TrainConfig, train_preset
 
     saved = run_dir / "train_config.json"
     if args.preset is None and saved.is_file():
