@@ -10,7 +10,8 @@ the server's `Retry-After` when it sent one; a `Retry-After` longer than
 the call: escalation cannot fix them.
 
 Streaming is retried and escalated only until the first token has reached the caller; after
-that a failure is raised, since the caller has already shown part of the answer.
+that a failure is raised as it is, since the caller has already shown part of the answer.
+`Router._attempts` is the one loop that does all this for chat, completion and streaming.
 """
 
 from __future__ import annotations
@@ -251,8 +252,8 @@ class Router:
         """The one retry and escalation loop behind `chat`, `complete` and `stream_chat`.
 
         It applies the policy of the module docstring (tiers, budget, backoff, cooldowns) and
-        re-yields, attempt by attempt, what `call(slot, request)` yields. The call makes one
-        request and records its own outcome, since only it knows when a stream has ended.
+        re-yields, attempt by attempt, what `call(slot, asked)` yields, `asked` being the request
+        for the slot's model. The call records its own outcome: only it knows when it is done.
 
         The stream rule: an attempt is retried or escalated only while nothing it yielded has
         been shown to the caller; `shown(item)` says whether an item is output the caller
@@ -296,7 +297,7 @@ class Router:
                 attempts.append(f"{tier.target} (attempt {attempt + 1}): {error}")
                 errors.append(error)
                 if not isinstance(error, Retryable) or attempt == cfg.max_retries:
-                    break  # rejected, or a QualityFailure: only another tier can help
+                    break  # not transient (rejected, QualityFailure), or no retries left
                 if not self.health.available(tier.provider):
                     break
                 delay = self._backoff(attempt, error.retry_after)
