@@ -214,7 +214,7 @@ async def run_baseline(
 ) -> dict[str, Any]:
     request = build_request(problem)
     target = request.context.file_path or "solution.py"
-    ledger = router.new_run()
+    ledger = router.new_ledger()
     started = time.monotonic()
     code: CodeBundle | None = None
     error = None
@@ -227,7 +227,7 @@ async def run_baseline(
             prompt=prompts.generate_prompt(
                 request, Plan(goal=request.query, tasks=[]), None, None, [], target
             ),
-            run=ledger,
+            ledger=ledger,
             path=target,
             language=request.language,
         )

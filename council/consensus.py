@@ -31,7 +31,7 @@ from council.run_scope import RunScope
 from council.schemas import RoleUsage, TranscriptEntry, _Out
 from council.structured import ask
 from providers.base import ChatRequest, Message
-from providers.budget import RunContext
+from providers.budget import Ledger
 from providers.errors import PolicyError, ProviderError
 from providers.router import Router
 from providers.settings import ROLE_NAMES, Tier
@@ -219,7 +219,7 @@ async def _answers(
     question: str,
     tiers: Sequence[Tier],
     result: DeliberationResult,
-    ledger: RunContext,
+    ledger: Ledger,
     transcript: list[TranscriptEntry],
     emit: Emit,
 ) -> None:
@@ -236,7 +236,7 @@ async def _answers(
         answer = result.answers[index]
         t0 = time.monotonic()
         try:
-            routed = await router.chat(ROLE, request, run=ledger, tiers=[tier])
+            routed = await router.chat(ROLE, request, ledger=ledger, tiers=[tier])
             answer.text = routed.result.text.strip() or None
             if answer.text is None:
                 answer.error = "empty answer"
@@ -280,7 +280,7 @@ async def _rankings(
     question: str,
     tiers: Sequence[Tier],
     result: DeliberationResult,
-    ledger: RunContext,
+    ledger: Ledger,
     transcript: list[TranscriptEntry],
     emit: Emit,
     rng: random.Random,
@@ -303,7 +303,7 @@ async def _rankings(
                 RankingReply,
                 system=prompts.CONSENSUS_RANKER,
                 prompt=prompt,
-                run=ledger,
+                ledger=ledger,
                 tiers=[tier],
                 max_tokens=1024,
             )
@@ -354,7 +354,7 @@ async def _chairman(
     router: Router,
     question: str,
     result: DeliberationResult,
-    ledger: RunContext,
+    ledger: Ledger,
     transcript: list[TranscriptEntry],
     emit: Emit,
 ) -> None:
@@ -382,7 +382,7 @@ async def _chairman(
             ChairmanReply,
             system=prompts.CONSENSUS_CHAIRMAN,
             prompt=prompt,
-            run=ledger,
+            ledger=ledger,
             tiers=chair_tiers,
             max_tokens=3072,
         )

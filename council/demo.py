@@ -101,12 +101,12 @@ async def _tour() -> int:
             print(format_table(rows))
 
             _say("role 'generator': tier 1 is offline, tier 2 answers")
-            run = router.new_run()
+            ledger = router.new_ledger()
             try:
                 routed = await router.chat(
                     "generator",
                     ChatRequest.of("Write binary search over a sorted list."),
-                    run=run,
+                    ledger=ledger,
                 )
             except ProviderError as exc:
                 print(f"  failed: {exc}")
@@ -116,14 +116,14 @@ async def _tour() -> int:
             print(f"  answer {routed.result.provider}:{routed.result.model}: {routed.result.text}")
 
             _say("role 'orchestrator' on the priced cloud stand-in")
-            await router.chat("orchestrator", ChatRequest.of("Plan the change."), run=run)
-            for r in run.records:
+            await router.chat("orchestrator", ChatRequest.of("Plan the change."), ledger=ledger)
+            for r in ledger.records:
                 print(
                     f"  {r.role:<12} {r.provider + ':' + r.model:<26} {r.outcome:<24} "
                     f"{r.prompt_tokens:>3}+{r.completion_tokens:<3} tokens  ${r.cost_usd:.6f}"
                     f"  {r.latency_s * 1000:7.1f} ms"
                 )
-            print(f"  run total: ${run.spent_usd:.6f}, {run.spent_tokens} tokens")
+            print(f"  run total: ${ledger.spent_usd:.6f}, {ledger.spent_tokens} tokens")
 
             _say("local_only = true refuses the cloud provider")
             strict = settings.model_copy(

@@ -44,7 +44,7 @@ from council.schemas import (
 from council.static import Finding, analyse
 from council.symbols import find_definition, parse, split_lines, stub_body, stub_form
 from providers.base import CompletionRequest
-from providers.budget import RunContext
+from providers.budget import Ledger
 from providers.errors import ProviderError
 from providers.router import Router
 from providers.settings import Tier
@@ -66,7 +66,7 @@ class _Job:
     limits: SandboxLimits
     python: str | None
     emit: Emit
-    ledger: RunContext
+    ledger: Ledger
     examples: list[Example]
     existing: dict[str, str]
 
@@ -285,7 +285,7 @@ async def _generate_mode(job: _Job) -> None:
                 stop=_BODY_STOPS,
             )
             try:
-                routed = await router.complete("generator", req, run=ledger, tiers=[tier])
+                routed = await router.complete("generator", req, ledger=ledger, tiers=[tier])
                 bodies[i] = trim_body(routed.result.text, indent)
             except ProviderError as exc:
                 result.errors.append(f"candidate {i + 1}: {exc}")

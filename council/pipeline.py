@@ -226,7 +226,7 @@ class Council:
                 model,
                 system=system,
                 prompt=prompt,
-                run=scope.ledger,
+                ledger=scope.ledger,
                 path=context.file_path if context else None,
                 language=request.language if request is not None else None,
                 tiers=tiers,

@@ -28,7 +28,7 @@ import anyio
 
 from council.events import Event, Events
 from council.schemas import RoleUsage, TranscriptEntry
-from providers.budget import RunContext
+from providers.budget import Ledger
 from providers.router import Router
 
 
@@ -39,7 +39,7 @@ def new_session_id() -> str:
 @dataclass
 class RunScope:
     session_id: str
-    ledger: RunContext
+    ledger: Ledger
     events: Events
     started: float = field(default_factory=time.monotonic)
     pass_no: int = 0
@@ -54,7 +54,7 @@ class RunScope:
     ) -> RunScope:
         return cls(
             session_id=session_id or new_session_id(),
-            ledger=router.new_run(),
+            ledger=router.new_ledger(),
             events=events or Events(),
         )
 
@@ -105,7 +105,7 @@ class RunScope:
         return result
 
 
-def usage_by_role(ledger: RunContext) -> list[RoleUsage]:
+def usage_by_role(ledger: Ledger) -> list[RoleUsage]:
     """Successful calls per (role, provider, model): calls, tokens, cost and latency."""
     rows: dict[tuple[str, str, str], RoleUsage] = {}
     for r in ledger.records:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from providers.base import ChatRequest, Message, Result
-from providers.budget import RunContext
+from providers.budget import Ledger
 from providers.errors import QualityFailure
 from providers.router import Routed, Router
 from providers.settings import Tier
@@ -108,7 +108,7 @@ async def ask(
     *,
     system: str,
     prompt: str,
-    run: RunContext,
+    ledger: Ledger,
     path: str | None = None,
     language: str | None = None,
     max_tokens: int | None = 4096,
@@ -146,6 +146,6 @@ async def ask(
             ) from None
 
     routed = await router.chat(
-        role, request, run=run, path=path, language=language, accept=accept, tiers=tiers
+        role, request, ledger=ledger, path=path, language=language, accept=accept, tiers=tiers
     )
     return routed.value, routed

@@ -1,6 +1,6 @@
 """Per-run usage ledger and budget.
 
-One `RunContext` belongs to one council run. Every call the router makes for that run is
+One `Ledger` belongs to one council run. Every call the router makes for that run is
 recorded with the provider and model that actually answered, its tokens, cost and latency.
 The budget is checked before each call: a run that has spent its cap, or whose next prompt
 alone would overshoot it, is stopped with `BudgetExceeded` instead of spending more.
@@ -31,7 +31,7 @@ class CallRecord:
 
 
 @dataclass
-class RunContext:
+class Ledger:
     budget_usd: float | None = None
     budget_tokens: int | None = None
     records: list[CallRecord] = field(default_factory=list)

@@ -37,7 +37,7 @@ from providers.base import (
     Usage,
     estimate_tokens,
 )
-from providers.budget import CallRecord, RunContext
+from providers.budget import CallRecord, Ledger
 from providers.classify import ROUTER_SYSTEM, parse_category, rule_tags
 from providers.errors import (
     AllTiersFailed,
@@ -79,7 +79,7 @@ class Slot:
     tier: Tier
     provider: Provider
     attempt: int
-    run: RunContext
+    ledger: Ledger
     attempts: list[str]  # what happened so far in this call, shared by all its slots
 
     def routed(self, result: Result, value: Any = None) -> Routed:
@@ -122,16 +122,16 @@ class Router:
 
     # -- public API -------------------------------------------------------------------
 
-    def new_run(self) -> RunContext:
+    def new_ledger(self) -> Ledger:
         c = self.settings.council
-        return RunContext(budget_usd=c.budget_usd, budget_tokens=c.budget_tokens)
+        return Ledger(budget_usd=c.budget_usd, budget_tokens=c.budget_tokens)
 
     async def chat(
         self,
         role: str,
         request: ChatRequest,
         *,
-        run: RunContext | None = None,
+        ledger: Ledger | None = None,
         path: Path | str | None = None,
         language: str | None = None,
         accept: Accept[Any] | None = None,
@@ -148,14 +148,14 @@ class Router:
 
             yield slot.routed(result, None if accept is None else await accept(result, retry))
 
-        return await _first(self._attempts(role, request, call, run, path, language, tiers))
+        return await _first(self._attempts(role, request, call, ledger, path, language, tiers))
 
     async def complete(
         self,
         role: str,
         request: CompletionRequest,
         *,
-        run: RunContext | None = None,
+        ledger: Ledger | None = None,
         path: Path | str | None = None,
         language: str | None = None,
         tiers: Sequence[Tier] | None = None,
@@ -165,14 +165,14 @@ class Router:
         async def call(slot: Slot, asked: CompletionRequest) -> AsyncIterator[Routed]:
             yield slot.routed(await self._call(slot, slot.provider.complete, asked))
 
-        return await _first(self._attempts(role, request, call, run, path, language, tiers))
+        return await _first(self._attempts(role, request, call, ledger, path, language, tiers))
 
     async def stream_chat(
         self,
         role: str,
         request: ChatRequest,
         *,
-        run: RunContext | None = None,
+        ledger: Ledger | None = None,
         path: Path | str | None = None,
         language: str | None = None,
         tiers: Sequence[Tier] | None = None,
@@ -197,7 +197,7 @@ class Router:
             self._succeeded(slot, usage or Usage(estimated=True), latency, "chat")
 
         walk = self._attempts(
-            role, request, call, run, path, language, tiers, lambda d: bool(d.text)
+            role, request, call, ledger, path, language, tiers, lambda d: bool(d.text)
         )
         async with aclosing(walk) as deltas:
             async for delta in deltas:
@@ -243,7 +243,7 @@ class Router:
         role: str,
         request: Req,
         call: Callable[[Slot, Req], AsyncIterator[T]],
-        run: RunContext | None,
+        ledger: Ledger | None,
         path: Path | str | None,
         language: str | None,
         override: Sequence[Tier] | None,
@@ -262,11 +262,11 @@ class Router:
         not be spliced onto a half-shown one. Chat and completion calls yield one item, the
         whole answer, and their caller stops there, so the rule never applies to them.
         """
-        run = run or self.new_run()
+        ledger = ledger or self.new_ledger()
         attempts: list[str] = []
         cfg = self.settings.router
         text = request.text()
-        tags = await self._tags(role, text, language, run, override)
+        tags = await self._tags(role, text, language, ledger, override)
         errors: list[ProviderError] = []
         for index, tier in self.eligible_tiers(role, path=path, tags=tags, tiers=override):
             provider = self.providers.get(tier.provider)
@@ -278,8 +278,8 @@ class Router:
                 attempts.append(f"{tier.target}: skipped, cooling down ({wait:.0f}s left)")
                 continue
             for attempt in range(cfg.max_retries + 1):
-                self._check_budget(run, tier, text)
-                slot = Slot(role, index, tier, provider, attempt, run, attempts)
+                self._check_budget(ledger, tier, text)
+                slot = Slot(role, index, tier, provider, attempt, ledger, attempts)
                 committed = False
                 try:
                     asked = request.model_copy(update={"model": tier.model})
@@ -338,7 +338,7 @@ class Router:
         config = self.settings.providers.get(slot.tier.provider)
         price = config.price_for(slot.tier.model) if config else None
         cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
-        slot.run.record(
+        slot.ledger.record(
             CallRecord(
                 role=slot.role,
                 provider=slot.tier.provider,
@@ -359,7 +359,7 @@ class Router:
         message = REDACTOR(str(exc))
         if isinstance(exc, Retryable) and self.health.record_failure(slot.tier.provider, message):
             log.warning("%s is cooling down after repeated failures", slot.tier.provider)
-        slot.run.record(
+        slot.ledger.record(
             CallRecord(
                 role=slot.role,
                 provider=slot.tier.provider,
@@ -380,13 +380,13 @@ class Router:
         ceiling = min(cfg.backoff_max_secs, cfg.backoff_base_secs * (2**attempt))
         return self._rng.uniform(0, ceiling)
 
-    def _check_budget(self, run: RunContext, tier: Tier, text: str) -> None:
+    def _check_budget(self, ledger: Ledger, tier: Tier, text: str) -> None:
         tokens = estimate_tokens(text)
         config = self.settings.providers.get(tier.provider)
         price = config.price_for(tier.model) if config else None
         cost = price.cost(tokens, 0) if price else 0.0
         priced = bool(price and (price.input_per_mtok or price.output_per_mtok))
-        run.check(tier.target, tokens, cost, priced=priced)
+        ledger.check(tier.target, tokens, cost, priced=priced)
 
     # -- privacy and classification -------------------------------------------------------
 
@@ -418,7 +418,7 @@ class Router:
         role: str,
         text: str,
         language: str | None,
-        run: RunContext,
+        ledger: Ledger,
         override: Sequence[Tier] | None = None,
     ) -> set[str] | None:
         """Classify only when some tier of this role is conditional; None means no filter."""
@@ -441,7 +441,7 @@ class Router:
             routed = await self.chat(
                 "router",
                 ChatRequest.of(text[:4000], system=ROUTER_SYSTEM, max_tokens=20, temperature=0),
-                run=run,
+                ledger=ledger,
             )
             category = parse_category(routed.result.text)
         except PolicyError:

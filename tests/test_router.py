@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from providers.base import ChatRequest, CompletionRequest, Result
-from providers.budget import RunContext
+from providers.budget import Ledger
 from providers.errors import (
     AllTiersFailed,
     BudgetExceeded,
@@ -77,14 +77,14 @@ async def test_retries_with_backoff_then_falls_back_to_next_tier(
 ) -> None:
     loopback.script(Reply(status=500), Reply(status=502), Reply(status=503))
     router = make_router(**two_tiers(loopback, loopback2, router={"cooldown_failures": 10}))
-    run = router.new_run()
-    routed = await router.chat("generator", ChatRequest.of("hi"), run=run)
+    ledger = router.new_ledger()
+    routed = await router.chat("generator", ChatRequest.of("hi"), ledger=ledger)
     assert routed.tier == 1 and routed.result.provider == "b" and routed.result.model == "m2"
     assert len(loopback.requests) == 3 and len(loopback2.requests) == 1
     # Full jitter: each pause is within the doubling ceiling (0.5 s, then 1 s).
     assert len(clock.sleeps) == 2
     assert 0 <= clock.sleeps[0] <= 0.5 and 0 <= clock.sleeps[1] <= 1.0
-    outcomes = [(r.provider, r.outcome) for r in run.records]
+    outcomes = [(r.provider, r.outcome) for r in ledger.records]
     assert outcomes == [("a", "error: ServerFault")] * 3 + [("b", "ok")]
     assert "attempt 3" in routed.attempts[-1] and "HTTP 503" in routed.attempts[-1]
 
@@ -208,13 +208,13 @@ async def test_budget_stops_a_run_with_a_clear_error(
         roles={"generator": ["paid:m1"]},
         council={"budget_usd": 0.95},
     )
-    run = router.new_run()
-    await router.chat("generator", ChatRequest.of("one two three"), run=run)
-    record = run.records[0]
+    ledger = router.new_ledger()
+    await router.chat("generator", ChatRequest.of("one two three"), ledger=ledger)
+    record = ledger.records[0]
     assert (record.prompt_tokens, record.completion_tokens) == (3, 6)
     assert record.cost_usd == pytest.approx(0.9)
     with pytest.raises(BudgetExceeded) as caught:
-        await router.chat("generator", ChatRequest.of("again"), run=run)
+        await router.chat("generator", ChatRequest.of("again"), ledger=ledger)
     message = str(caught.value)
     assert "spent $0.9000 of $0.95 over 1 calls" in message and "budget_usd" in message
     assert len(loopback.requests) == 1  # the refused call never left the machine
@@ -226,10 +226,10 @@ async def test_token_budget(make_router: Any, loopback: LoopbackProvider) -> Non
         roles={"generator": ["a:m1"]},
         council={"budget_tokens": 12},
     )
-    run = router.new_run()
-    await router.chat("generator", ChatRequest.of("one two three"), run=run)  # 3 + 6 tokens
+    ledger = router.new_ledger()
+    await router.chat("generator", ChatRequest.of("one two three"), ledger=ledger)  # 3 + 6 tokens
     with pytest.raises(BudgetExceeded, match="used 9 of 12 tokens"):
-        await router.chat("generator", ChatRequest.of("x" * 40), run=run)
+        await router.chat("generator", ChatRequest.of("x" * 40), ledger=ledger)
 
 
 async def test_model_prices_override_provider_price(
@@ -245,9 +245,9 @@ async def test_model_prices_override_provider_price(
         },
         roles={"generator": ["a:m2"]},
     )
-    run = router.new_run()
-    await router.chat("generator", ChatRequest.of("one two three"), run=run)
-    assert run.records[0].cost_usd == pytest.approx((3 * 2.0 + 6 * 4.0) / 1e6)
+    ledger = router.new_ledger()
+    await router.chat("generator", ChatRequest.of("one two three"), ledger=ledger)
+    assert ledger.records[0].cost_usd == pytest.approx((3 * 2.0 + 6 * 4.0) / 1e6)
 
 
 def cloud_and_local(local: LoopbackProvider, cloud: LoopbackProvider) -> dict[str, Any]:
@@ -349,10 +349,12 @@ async def test_llm_classifier_uses_the_router_role_and_falls_back_to_rules(
                 "router": ["t:router-model"],
             },
         )
-        run = router.new_run()
-        first = await router.chat("generator", ChatRequest.of("tidy the settings page"), run=run)
+        ledger = router.new_ledger()
+        first = await router.chat(
+            "generator", ChatRequest.of("tidy the settings page"), ledger=ledger
+        )
         assert first.result.provider == "a"  # the model said math; rules would say general
-        assert [r.role for r in run.records] == ["router", "generator"]
+        assert [r.role for r in ledger.records] == ["router", "generator"]
         # Router model fails: the rules decide (general -> b).
         second = await router.chat("generator", ChatRequest.of("rename a variable"))
         assert second.result.provider == "b"
@@ -376,12 +378,12 @@ async def test_stream_escalates_before_first_token_not_after(
 ) -> None:
     loopback.script(Reply(status=500), Reply(status=500), Reply(status=500))
     router = make_router(**two_tiers(loopback, loopback2, router={"cooldown_failures": 10}))
-    run = router.new_run()
+    ledger = router.new_ledger()
     text = "".join(
-        [d.text async for d in router.stream_chat("generator", ChatRequest.of("s"), run=run)]
+        [d.text async for d in router.stream_chat("generator", ChatRequest.of("s"), ledger=ledger)]
     )
     assert text == "loopback reply to: s"
-    assert run.records[-1].provider == "b" and run.records[-1].outcome == "ok"
+    assert ledger.records[-1].provider == "b" and ledger.records[-1].outcome == "ok"
 
     loopback.script(Reply(content="a b c d e f", truncate_after=2))
     with pytest.raises(MalformedResponse):
@@ -460,18 +462,18 @@ ENTRY_POINTS = ["chat", "complete", "stream"]
 async def ask(
     router: Router,
     entry: str,
-    run: RunContext | None = None,
+    ledger: Ledger | None = None,
     *,
     role: str = "generator",
     prompt: str = "one two three",
 ) -> str:
     """One call through `entry` (`router.chat`, `router.complete` or `router.stream_chat`)."""
     if entry == "chat":
-        return (await router.chat(role, ChatRequest.of(prompt), run=run)).result.text
+        return (await router.chat(role, ChatRequest.of(prompt), ledger=ledger)).result.text
     if entry == "complete":
         request = CompletionRequest(prompt=prompt, suffix="\n")
-        return (await router.complete(role, request, run=run)).result.text
-    stream = router.stream_chat(role, ChatRequest.of(prompt), run=run)
+        return (await router.complete(role, request, ledger=ledger)).result.text
+    stream = router.stream_chat(role, ChatRequest.of(prompt), ledger=ledger)
     return "".join([delta.text async for delta in stream])
 
 
@@ -494,9 +496,9 @@ async def test_every_entry_point_retries_then_escalates_alike(
     sections = two_tiers(loopback, loopback2, router={"max_retries": 1, "cooldown_failures": 10})
     sections["providers"]["a"]["timeout_secs"] = 0.3
     router = make_router(**sections)
-    run = router.new_run()
-    assert await ask(router, entry, run)
-    seen = [(r.provider, r.model, r.tier, r.attempt, r.outcome) for r in run.records]
+    ledger = router.new_ledger()
+    assert await ask(router, entry, ledger)
+    seen = [(r.provider, r.model, r.tier, r.attempt, r.outcome) for r in ledger.records]
     assert seen == [
         ("a", "m1", 0, 0, f"error: {error}"),
         ("a", "m1", 0, 1, f"error: {error}"),
@@ -519,13 +521,13 @@ async def test_a_cooldown_earned_through_one_entry_point_holds_for_all(
         roles={"generator": ["dead:m1", "b:m1"]},
         router={"max_retries": 2, "cooldown_failures": 3, "cooldown_secs": 30},
     )
-    run = router.new_run()
-    await ask(router, entry, run)
-    assert [r.outcome for r in run.records] == ["error: ConnectionFailed"] * 3 + ["ok"]
+    ledger = router.new_ledger()
+    await ask(router, entry, ledger)
+    assert [r.outcome for r in ledger.records] == ["error: ConnectionFailed"] * 3 + ["ok"]
     assert router.health.snapshot("dead").state == "cooling"
     sleeps = list(clock.sleeps)
     for other in ENTRY_POINTS:
-        later = router.new_run()
+        later = router.new_ledger()
         await ask(router, other, later)
         assert [(r.provider, r.outcome) for r in later.records] == [("b", "ok")], other
     assert clock.sleeps == sleeps  # the cooling endpoint was not even tried
@@ -558,9 +560,9 @@ async def test_every_entry_point_enforces_privacy_and_budget(
     make_router: Any, loopback: LoopbackProvider, loopback2: LoopbackProvider, entry: str
 ) -> None:
     router = make_router(**cloud_and_local(loopback, loopback2), council={"local_only": True})
-    run = router.new_run()
-    await ask(router, entry, run)
-    assert [r.provider for r in run.records] == ["home"]
+    ledger = router.new_ledger()
+    await ask(router, entry, ledger)
+    assert [r.provider for r in ledger.records] == ["home"]
     with pytest.raises(LocalOnlyViolation, match="refused: cloud:m1"):
         await ask(router, entry, role="orchestrator")
     starved = make_router(**cloud_and_local(loopback, loopback2), council={"budget_tokens": 2})
@@ -575,10 +577,10 @@ async def test_a_stream_cut_before_its_first_token_is_retried_then_escalated(
     # HTTP 200 and then nothing: the caller has seen no text, so the stream may start over.
     loopback.script(*[Reply(content="a b c", truncate_after=0)] * 3)
     router = make_router(**two_tiers(loopback, loopback2, router={"cooldown_failures": 10}))
-    run = router.new_run()
-    text = await ask(router, "stream", run, prompt="s")
+    ledger = router.new_ledger()
+    text = await ask(router, "stream", ledger, prompt="s")
     assert text == "loopback reply to: s"
-    outcomes = [(r.provider, r.outcome) for r in run.records]
+    outcomes = [(r.provider, r.outcome) for r in ledger.records]
     assert outcomes == [("a", "error: MalformedResponse")] * 3 + [("b", "ok")]
 
 
@@ -587,11 +589,11 @@ async def test_a_stream_cut_after_a_token_is_recorded_and_raised_as_is(
 ) -> None:
     loopback.script(Reply(content="a b c d e f", truncate_after=2))
     router = make_router(**two_tiers(loopback, loopback2, router={"cooldown_failures": 1}))
-    run = router.new_run()
+    ledger = router.new_ledger()
     shown: list[str] = []
     with pytest.raises(MalformedResponse):  # the provider's own error, not AllTiersFailed
-        async for delta in router.stream_chat("generator", ChatRequest.of("s"), run=run):
+        async for delta in router.stream_chat("generator", ChatRequest.of("s"), ledger=ledger):
             shown.append(delta.text)
     assert "".join(shown) == "a b " and clock.sleeps == [] and not loopback2.requests
-    assert [(r.provider, r.outcome) for r in run.records] == [("a", "error: MalformedResponse")]
+    assert [(r.provider, r.outcome) for r in ledger.records] == [("a", "error: MalformedResponse")]
     assert router.health.snapshot("a").state == "cooling"  # it still counts against the endpoint

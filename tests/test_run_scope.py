@@ -47,9 +47,9 @@ async def test_cancellation_and_success_are_reported_as_such() -> None:
 
 def test_usage_says_when_its_tokens_are_estimates() -> None:
     from council.run_scope import usage_by_role
-    from providers.budget import CallRecord, RunContext
+    from providers.budget import CallRecord, Ledger
 
-    ledger = RunContext()
+    ledger = Ledger()
     ledger.records += [
         CallRecord("generator", "lb", "m", 0, 0, "ok", 10, 5),
         CallRecord("tester", "lb", "m", 0, 0, "ok", 10, 5, estimated_usage=True),

@@ -35,10 +35,10 @@ async def _ask(args: argparse.Namespace) -> int:
     settings = load(args).settings
     providers = build_providers(settings)
     router = Router(settings, providers, workspace=Path.cwd())
-    run = router.new_run()
+    ledger = router.new_ledger()
     request = ChatRequest.of(" ".join(args.prompt), max_tokens=args.max_tokens)
     try:
-        async for delta in router.stream_chat(args.role, request, run=run):
+        async for delta in router.stream_chat(args.role, request, ledger=ledger):
             sys.stdout.write(delta.text)
             sys.stdout.flush()
     except ProviderError as exc:
@@ -47,7 +47,7 @@ async def _ask(args: argparse.Namespace) -> int:
     finally:
         await close_all(providers)
     print()
-    for record in run.records:
+    for record in ledger.records:
         tokens = f"{record.prompt_tokens}+{record.completion_tokens} tokens"
         if record.estimated_usage:  # the server reported none (llama.cpp streams, e.g.)
             tokens = f"~{tokens} (estimated: the server reported no usage)"
