@@ -3,7 +3,7 @@
 Nothing heavy happens before `initialize` is answered: this module and the feature modules
 import only pygls and lsprotocol at start-up, so `council lsp` starts about as fast as a bare
 pygls server (`council bench server` compares the two). The settings models (pydantic),
-providers, the pipeline and the completion engine are imported when first needed: at
+providers, the pipeline and the inline completer are imported when first needed: at
 `initialized`, in the warm-up thread, or by the request that uses them.
 
 Settings are merged from the file sources and the editor (`initializationOptions`, then
@@ -38,9 +38,10 @@ SECTION = "council"
 
 
 @dataclass
-class Run:
-    """One council run in flight; cancelling its scope stops the run, its HTTP requests and
-    its sandbox processes, and the command then answers normally with status "cancelled"."""
+class ActiveRun:
+    """One council run in flight, as the server tracks it. Cancelling its scope stops the run,
+    its HTTP requests and its sandbox processes; the command then answers normally with
+    status "cancelled"."""
 
     session_id: str
     title: str
@@ -51,12 +52,17 @@ class Run:
 
 
 @dataclass
-class Engine:
-    """Router and settings used by runs started under one configuration."""
+class RouterEpoch:
+    """The settings and router of one configuration, from one settings change to the next.
+
+    A run (or an inline request) holds the epoch it started under until it ends, so a settings
+    change never swaps the router under a call in flight. The change retires the epoch; its
+    providers' HTTP clients close when its last user releases it.
+    """
 
     settings: Settings
     router: Router
-    runs: int = 0
+    users: int = 0  # runs and inline requests holding it
     retired: bool = False
 
 
@@ -77,30 +83,31 @@ class CouncilServer(LanguageServer):
         super().__init__("slm-council", VERSION, protocol_cls=CouncilProtocol)
         self.state = ServerState()
         self.council_commands: dict[str, Any] = {}
-        self.runs: dict[str, Run] = {}
-        self.sandbox_checked = False  # missing sandbox layers are shown once (server/runs.py)
+        self.active_runs: dict[str, ActiveRun] = {}
+        # missing sandbox layers are shown once (server/run_tracking.py)
+        self.sandbox_checked = False
         self.council_diagnostics: dict[str, Any] = {}  # uri -> diagnostics.Published
         self._env = env
-        self._engine: Engine | None = None
+        self._epoch: RouterEpoch | None = None
         self.loaded: LoadedSettings | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._warm: asyncio.Future[None] | None = None
         # Called with the new settings after every reload (the first is at `initialized`), so
-        # features holding settings-dependent state (the inline completion engine) can swap it.
+        # features holding settings-dependent state (the inline completer) can swap it.
         self.settings_listeners: list[Callable[[Settings], None]] = []
 
-    def add_run(self, run: Run) -> None:
+    def track_run(self, run: ActiveRun) -> None:
         """Track a run so that cancelling its request stops it. A `$/cancelRequest` can
         overtake the start of the command (it is read before the command's task first runs,
         or while the command waits for the warm-up); the run is then cancelled at once."""
-        self.runs[run.session_id] = run
+        self.active_runs[run.session_id] = run
         if run.msg_id is not None and not self.protocol.is_pending(run.msg_id):
             run.scope.cancel()
 
     # -- settings -------------------------------------------------------------------------------
 
     def reload_settings(self) -> LoadedSettings:
-        """Merge files and editor settings; swap the engine used by new runs."""
+        """Merge files and editor settings; retire the router epoch if they changed."""
         from providers.loading import load_settings  # pydantic models: not before `initialize`
 
         loaded = load_settings(
@@ -120,12 +127,12 @@ class CouncilServer(LanguageServer):
                     message=f"Council settings: {text}{more}. Defaults are used for these keys.",
                 )
             )
-        old = self._engine
+        old = self._epoch
         if old is None or old.settings != loaded.settings:
-            self._engine = None  # built lazily by `engine`
+            self._epoch = None  # built lazily by `epoch`
             if old is not None:
                 old.retired = True
-                if old.runs == 0:
+                if old.users == 0:
                     task = asyncio.ensure_future(_close(old))
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
@@ -149,29 +156,30 @@ class CouncilServer(LanguageServer):
         if self._warm is None:
             self._warm = asyncio.ensure_future(asyncio.to_thread(_import_heavy))
 
-    async def ready_engine(self) -> Engine:
+    async def ready_epoch(self) -> RouterEpoch:
+        """The current epoch, once the warm-up imports are done (they never block the loop)."""
         self.warm_up()
         assert self._warm is not None
         await self._warm
-        return self.engine()
+        return self.epoch()
 
-    def engine(self) -> Engine:
+    def epoch(self) -> RouterEpoch:
         """Providers are built on first use: the openai SDK costs ~0.7 s to import."""
         from providers.registry import build_providers
         from providers.router import Router
 
-        if self._engine is None:
+        if self._epoch is None:
             settings = self.settings
             providers = build_providers(settings, env=self._env)
-            self._engine = Engine(
+            self._epoch = RouterEpoch(
                 settings, Router(settings, providers, workspace=self.state.workspace)
             )
-        return self._engine
+        return self._epoch
 
-    async def release(self, engine: Engine) -> None:
-        engine.runs -= 1
-        if engine.retired and engine.runs == 0:
-            await _close(engine)
+    async def release(self, epoch: RouterEpoch) -> None:
+        epoch.users -= 1
+        if epoch.retired and epoch.users == 0:
+            await _close(epoch)
 
     async def pull_configuration(self) -> None:
         if not self.state.supports_configuration:
@@ -212,13 +220,13 @@ class CouncilServer(LanguageServer):
 def _import_heavy() -> None:
     import council.pipeline  # noqa: F401  (sandbox, static analysis, structured output)
     import providers.registry  # noqa: F401  (the openai SDK)
-    import server.runs  # noqa: F401  (the commands' argument models)
+    import server.council_commands  # noqa: F401  (the commands, their argument models)
 
 
-async def _close(engine: Engine) -> None:
+async def _close(epoch: RouterEpoch) -> None:
     from providers.registry import close_all
 
-    await close_all(engine.router.providers)
+    await close_all(epoch.router.providers)
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

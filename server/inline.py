@@ -114,12 +114,12 @@ class InlineCompletions:
     @contextlib.asynccontextmanager
     async def _lease(self) -> AsyncIterator[Router]:
         """The server's current router, held so a settings change cannot close it mid-call."""
-        engine = await self.server.ready_engine()
-        engine.runs += 1
+        epoch = await self.server.ready_epoch()
+        epoch.users += 1
         try:
-            yield engine.router
+            yield epoch.router
         finally:
-            await self.server.release(engine)
+            await self.server.release(epoch)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

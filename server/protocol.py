@@ -209,7 +209,7 @@ class CouncilProtocol(LanguageServerProtocol):
         mid-iteration ("dictionary changed size during iteration"): `shutdown` itself failed.
         The same steps, over a copy (no user SHUTDOWN handler is registered).
         """
-        for run in list(getattr(self._server, "runs", {}).values()):
+        for run in list(getattr(self._server, "active_runs", {}).values()):
             run.scope.cancel()
         current_id = self.msg_id
         for msg_id, future in list(self._request_futures.items()):
@@ -221,7 +221,7 @@ class CouncilProtocol(LanguageServerProtocol):
     def _handle_cancel_notification(self, msg_id: Any) -> None:
         """`$/cancelRequest`: pygls answers RequestCancelled; we also stop the run itself."""
         super()._handle_cancel_notification(msg_id)
-        for run in list(getattr(self._server, "runs", {}).values()):
+        for run in list(getattr(self._server, "active_runs", {}).values()):
             if run.msg_id is not None and run.msg_id == msg_id:
                 run.scope.cancel()
 

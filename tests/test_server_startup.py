@@ -37,7 +37,8 @@ NOT_BEFORE_INITIALIZE = [
     "council.schemas",
     "council.pipeline",
     "council.completion",
-    "server.runs",
+    "server.council_commands",
+    "server.run_tracking",
     "server.inline",
 ]
 

@@ -1,4 +1,5 @@
-"""`workspace/executeCommand`: the council commands, registered here and run by `server.runs`.
+"""`workspace/executeCommand`: the council commands, registered here and run by
+`server.council_commands`.
 
 The commands are listed in the `initialize` answer, but their implementation (pydantic
 argument models, anyio, the council schemas) is imported on the first call, or earlier by
@@ -30,7 +31,7 @@ def setup(server: CouncilServer) -> None:
         server.command(name)(_unreachable)
 
         async def bound(params: types.ExecuteCommandParams, _name: str = name) -> Any:
-            from server.runs import HANDLERS
+            from server.council_commands import HANDLERS
 
             return await HANDLERS[_name](server, params)
 
@@ -38,7 +39,7 @@ def setup(server: CouncilServer) -> None:
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     def progress_cancelled(ls: CouncilServer, params: types.WorkDoneProgressCancelParams) -> None:
-        for run in list(ls.runs.values()):
+        for run in list(ls.active_runs.values()):
             if run.token == params.token:
                 run.scope.cancel()
 

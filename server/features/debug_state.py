@@ -25,6 +25,6 @@ def setup(server: CouncilServer) -> None:
         }
         runs = [
             {"sessionId": r.session_id, "title": r.title, "requestId": r.msg_id, "uri": r.uri}
-            for r in ls.runs.values()
+            for r in ls.active_runs.values()
         ]
         return {"documents": documents, "runs": runs}
