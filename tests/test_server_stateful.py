@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ from hypothesis.stateful import (
 
 from providers.loopback import LoopbackProvider, Reply
 from tests.lsp_wire import RawServer
+from tests.waits import wait_until
 
 ROLES = {"orchestrator": "orch", "researcher": "res", "generator": "gen"}
 ROLES |= {"debugger": "dbg", "tester": "tst"}
@@ -266,12 +266,15 @@ class Editor(RuleBasedStateMachine):
         def runs_left() -> list[Any]:
             return [r for r in self._run_requests() if str(r).startswith(prefix)]
 
-        assert _eventually(lambda: not runs_left()), runs_left()
+        wait_until(lambda: not runs_left(), SOON, "this case's runs to end", runs_left)
         mine = {i: len(a) for i, a in self.server.answers.items() if str(i).startswith(prefix)}
         assert set(mine.values()) <= {1}, mine
-        assert _eventually(lambda: all(r.finished for r in self.lb.requests)), [
-            (r.model, r.path) for r in self.lb.requests if not r.finished
-        ]
+        wait_until(
+            lambda: all(r.finished for r in self.lb.requests),
+            SOON,
+            "every provider request to finish",
+            lambda: [(r.model, r.path) for r in self.lb.requests if not r.finished],
+        )
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -284,27 +287,22 @@ class Editor(RuleBasedStateMachine):
         reply = self.server.wait(msg_id, timeout=SOON)
         assert "result" in reply or reply["error"]["code"] == -32800, reply
         if pending.kind == "run":
-            assert _eventually(lambda: msg_id not in self._run_requests()), msg_id
+            wait_until(lambda: msg_id not in self._run_requests(), SOON, f"run {msg_id} to end")
         elif pending.kind == "inline" and not any(
             p.kind == "inline" and p.uri == pending.uri and not self.server.answers.get(i)
             for i, p in self.pending.items()
         ):
-            assert _eventually(lambda: pending.uri not in self._in_flight()), pending.uri
+            wait_until(
+                lambda: pending.uri not in self._in_flight(),
+                SOON,
+                f"the inline request for {pending.uri} to end",
+            )
 
     def _run_requests(self) -> list[Any]:
         return [r["requestId"] for r in self._call("council/debugState", None)["runs"]]
 
     def _in_flight(self) -> list[str]:
         return list(self._call("council/inlineStats", {"since": 10**9})["inFlight"])
-
-
-def _eventually(check: Callable[[], bool], timeout: float = SOON) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture(scope="module")
