@@ -9,22 +9,10 @@ import sys
 from pathlib import Path
 
 from providers.loopback import LoopbackProvider
-
-
-def council(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / ".cache"), **(env or {})}
-    full.pop("COUNCIL_CONFIG", None) if "COUNCIL_CONFIG" not in (env or {}) else None
-    return subprocess.run(
-        [sys.executable, "-m", "slm_council", *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.sandbox_probes import sandbox_processes
+from tests.scenarios import MANIFEST, bundle, debug_ok, plan, suite, synth
+from tests.scenarios import run_council as council
+from tests.waits import wait_until
 
 
 def test_providers_with_unreachable_ollama_prints_a_row_not_a_traceback(
@@ -153,8 +141,6 @@ def scripted_council(tmp_path: Path, server: LoopbackProvider, *, tests_sleep: f
         "utf-8",
     )
     (tmp_path / "mathx.py").write_text("def add(a, b):\n    pass\n", "utf-8")
-    from tests.test_pipeline import MANIFEST, bundle, debug_ok, plan, suite, synth
-
     body = "import time\nfrom mathx import add\n\n\ndef test_add():\n"
     body += f"    time.sleep({tests_sleep})\n    assert add(2, 3) == 5\n"
     server.script(plan("generator", "tester"), synth("APPROVE", 0.9), model="orchestrator")
@@ -191,9 +177,6 @@ def test_run_shows_progress_and_prints_the_result(tmp_path: Path) -> None:
 
 def test_run_ctrl_c_cancels_cleanly(tmp_path: Path) -> None:
     import signal
-    import time
-
-    from tests.test_pipeline import sandbox_processes
 
     with LoopbackProvider(models=ROLES) as server:
         scripted_council(tmp_path, server, tests_sleep=60)
@@ -219,10 +202,7 @@ def test_run_ctrl_c_cancels_cleanly(tmp_path: Path) -> None:
             # an ignored signal is inherited: give the CLI the default, as a terminal would
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        deadline = time.monotonic() + 30
-        while not sandbox_processes() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sandbox_processes(), "the sandbox never started"
+        wait_until(sandbox_processes, 30, "the sandbox to start")
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "cancelled" in stderr

@@ -17,8 +17,17 @@ import pytest
 from providers.loopback import LoopbackProvider
 from server.apply import plan_generate
 from tests.lsp_harness import Editor, apply_text_edits, start_editor
-from tests.test_pipeline import MANIFEST, MODELS, bundle, debug_ok, plan, suite, synth
-from tests.test_server import server_env, write_config
+from tests.scenarios import (
+    MANIFEST,
+    MODELS,
+    bundle,
+    debug_ok,
+    plan,
+    server_env,
+    suite,
+    synth,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 

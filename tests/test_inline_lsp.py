@@ -1,7 +1,7 @@
 """`textDocument/inlineCompletion` end to end over stdio (pytest-lsp).
 
 Provider backends are the scripted loopback HTTP server; the specialist is the tiny echo
-model from `tests.test_completion` (it repeats the prompt's last token).
+model from `tests.training_fixtures` (it repeats the prompt's last token).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from providers.loopback import LoopbackProvider, Reply
 from tests.lsp_harness import Editor
-from tests.test_completion import build_echo_model
+from tests.training_fixtures import build_echo_model
+from tests.waits import async_wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -329,10 +330,11 @@ async def test_broken_model_path_is_reported_and_the_server_carries_on(
     config = write_config(tmp_path / "c.toml", None, f'model_path = "{missing}"')
     editor = await start(workspace, config)
     try:
-        for _ in range(100):
-            if any("no-model-here" in m.message for m in editor.client.messages):
-                break
-            await asyncio.sleep(0.05)
+        await async_wait_until(
+            lambda: any("no-model-here" in m.message for m in editor.client.messages),
+            10,
+            "the model_path error to be shown",
+        )
         (message,) = [m for m in editor.client.messages if "no-model-here" in m.message]
         assert message.type == types.MessageType.Error
         assert "model_path" in message.message and "is not a model directory" in message.message
@@ -359,10 +361,13 @@ async def test_specialist_empty_until_ready_then_completes(
         early = await complete(editor, uri, 0, 10, INVOKED)
         assert texts(early) == [] and time.monotonic() - started < 1.0
         assert (await stats(editor)).requests[-1].reason == "loading"
-        deadline = time.monotonic() + 60
-        while not (state := await stats(editor)).ready:
-            assert state.error is None and time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+
+        async def loaded() -> bool:
+            state = await stats(editor)
+            assert state.error is None, state.error
+            return bool(state.ready)
+
+        await async_wait_until(loaded, 60, "the specialist to load", interval=0.1)
         result = await complete(editor, uri, 0, 10)
         (text,) = texts(result)
         assert text.strip() and "\n" not in text  # the echo model, single-line
@@ -372,13 +377,24 @@ async def test_specialist_empty_until_ready_then_completes(
         editor.change(uri, "total = fo" + text[0] + "\n")
         assert texts(await complete(editor, uri, 0, 11)) == [text[1:]]
         assert (await stats(editor)).requests[-1].reason == "typed-through"
-        # a setting that does not change the model keeps it loaded
+        # a setting that does not change the model keeps it loaded: a new engine (its cache
+        # starts empty) on the same, ready specialist, which answers the next request at once
+        loaded_in = (await stats(editor)).loadSeconds
+        assert (await stats(editor)).cacheEntries > 0
         editor.client.workspace_did_change_configuration(
             types.DidChangeConfigurationParams(
                 settings={"council": {"completion": {"max_lines": 3}}}
             )
         )
-        await asyncio.sleep(0.2)
-        assert (await stats(editor)).ready
+
+        async def new_engine() -> bool:
+            return (await stats(editor)).cacheEntries == 0
+
+        await async_wait_until(new_engine, 10, "the new settings to build a new engine")
+        state = await stats(editor)
+        assert state.ready and state.loadSeconds == loaded_in  # not loaded again
+        editor.change(uri, "total = fo\n")
+        assert texts(await complete(editor, uri, 0, 10)) == [text]  # not cached: a new engine
+        assert (await stats(editor)).requests[-1].reason == "ok"
     finally:
         await editor.client.shutdown_session()

@@ -18,14 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.test_cli import council as run_cli
+from tests.scenarios import run_council
+from tests.waits import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = os.environ.get("LLAMACPP_PYTHON_VERSION", "0.3.36")
@@ -52,8 +52,8 @@ def _free_port() -> int:
 
 
 def council(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The CLI with the project's council.toml (see tests/test_cli.py)."""
-    return run_cli(
+    """The CLI with the project's council.toml."""
+    return run_council(
         *args, cwd=cwd, env={"COUNCIL_CONFIG": str(cwd / "council.toml")}, timeout=timeout
     )
 
@@ -102,17 +102,16 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}/v1"
+
+    def serving() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx2.get(f"{base}/models", timeout=2).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx2.get(f"{base}/models", timeout=2).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not start in 120 s"
-            time.sleep(0.5)
+        wait_until(serving, 120, "llama_cpp.server to serve /models", interval=0.5)
         yield Server(base, log, gguf)
     finally:
         process.terminate()
@@ -260,20 +259,18 @@ def test_cancelling_a_run_closes_the_server_request(project: Path, llama: Server
         # child would inherit that: give it the default, as a terminal would
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
+
+    def connected() -> bool:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        return _connections_to(port) > 0
+
     try:
-        deadline = time.monotonic() + 60
-        while _connections_to(port) == 0:
-            assert process.poll() is None, process.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "the run never reached the server"
-            time.sleep(0.05)
+        wait_until(connected, 60, "the run to reach the server")
         process.send_signal(signal.SIGINT)  # Ctrl-C
         process.wait(30)
     finally:
         if process.poll() is None:
             process.kill()
-    deadline = time.monotonic() + 10
-    while _connections_to(port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _connections_to(port) == 0
+    wait_until(lambda: _connections_to(port) == 0, 10, "the run's connection to close")
     # and the server is still healthy for the next client
     assert httpx2.get(f"{llama.base_url}/models", timeout=10).status_code == 200

@@ -20,14 +20,22 @@ from typing import Any
 import pytest
 
 from providers.loopback import LoopbackProvider, Reply
-from tests.test_pipeline import MODELS, debug_ok, plan, suite, synth
+from tests.scenarios import (
+    FIM,
+    FIXED,
+    MODELS,
+    council_toml,
+    debug_ok,
+    plan,
+    script_add_tests,
+    suite,
+    synth,
+)
+from tests.waits import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "editors" / "neovim"
 FIXTURES = Path(__file__).resolve().parent / "neovim"
-FIM = "starcoder2:3b"
-ROLES = ("orchestrator", "researcher", "generator", "debugger", "tester")
-FIXED = "def add(a: int, b: int) -> int:\n    return a + b\n"
 
 
 def find_nvim() -> str | None:
@@ -54,12 +62,7 @@ def workspace(tmp_path: Path, lb: LoopbackProvider) -> Path:
     # outside the workspace's ancestors' reach as a root marker: `council.toml` is the first
     # root marker, so one in tmp_path would make tmp_path the workspace root
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "council.toml").write_text(
-        f'[providers.lb]\nbase_url = "{lb.base_url}"\n[roles]\n'
-        + "".join(f'{r} = "lb:{m}"\n' for r, m in zip(ROLES, MODELS, strict=True))
-        + "[router]\nmax_retries = 0\n",
-        encoding="utf-8",
-    )
+    (tmp_path / "cfg" / "council.toml").write_text(council_toml(lb.base_url), encoding="utf-8")
     return root
 
 
@@ -120,18 +123,6 @@ def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60
     data["_seconds"] = elapsed
     print(f"{scenario}: {elapsed:.1f}s")
     return data
-
-
-def script_add_tests(lb: LoopbackProvider, delay: float = 0.0) -> None:
-    lb.script(
-        Reply(delay=delay, **_reply_kwargs(plan("tester"))), synth("APPROVE", 0.9), model="orch"
-    )
-    lb.script(debug_ok(), model="dbg")
-    lb.script(suite(), model="tst")
-
-
-def _reply_kwargs(reply: Reply) -> dict[str, Any]:
-    return {k: v for k, v in vars(reply).items() if k != "delay"}
 
 
 def test_code_actions_listed_and_commands_defined(tmp_path: Path, workspace: Path) -> None:
@@ -269,12 +260,13 @@ def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+    def listening() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        return sock.exists()
+
     try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "nvim did not listen in 20 s"
-            time.sleep(0.05)
+        wait_until(listening, 20, "nvim to listen on its socket")
         nvim = pynvim.attach("socket", path=str(sock))
         nvim.command(f"edit {workspace / 'add.py'}")
 
@@ -282,13 +274,7 @@ def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
             return nvim.exec_lua(code)
 
         def wait(code: str, timeout: float, what: str) -> Any:
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                value = lua(code)
-                if value:
-                    return value
-                time.sleep(0.05)
-            raise AssertionError(f"timed out waiting for {what}")
+            return wait_until(lambda: lua(code), timeout, what)
 
         wait(
             'local c = vim.lsp.get_clients({ name = "council", bufnr = 0 })[1]'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,63 +14,27 @@ import pytest
 
 from council.events import Event, Events
 from council.pipeline import Council
-from council.sandbox import SandboxLimits
 from council.schemas import CouncilRequest, RequestContext
 from providers.loopback import LoopbackProvider, Reply
 from providers.registry import build_providers, close_all
 from providers.router import Router
 from tests.conftest import settings_for
+from tests.sandbox_probes import alive_with_token, assert_nothing_left, sandbox_runs
+from tests.scenarios import (
+    LIMITS,
+    MANIFEST,
+    MODELS,
+    bundle,
+    debug_ok,
+    js,
+    plan,
+    prompts_to,
+    suite,
+    synth,
+)
+from tests.waits import async_wait_until
 
 pytestmark = pytest.mark.anyio
-
-MODELS = ("orch", "res", "gen", "dbg", "tst")
-LIMITS = SandboxLimits(timeout_secs=20)
-
-
-def js(**data: Any) -> Reply:
-    return Reply(content=json.dumps(data))
-
-
-def plan(*agents: str) -> Reply:
-    return js(
-        goal="add two numbers",
-        tasks=[{"agent": a, "instruction": f"{a} work"} for a in agents],
-        acceptance_criteria=["add(2, 3) == 5"],
-    )
-
-
-MANIFEST = js(summary="use +", apis=[], dependencies=[], pitfalls=["negative numbers"])
-
-
-def bundle(code: str, path: str = "mathx.py") -> Reply:
-    return js(files=[{"path": path, "content": code}], explanation="adds", assumptions=[])
-
-
-def debug_ok() -> Reply:
-    return js(verdict="pass", bugs=[], analysis="fine")
-
-
-TESTS = """\
-from mathx import add
-
-
-def test_adds_positive():
-    assert add(2, 3) == 5
-
-
-def test_adds_negative():
-    assert add(-2, -3) == -5
-"""
-
-
-def suite(content: str = TESTS) -> Reply:
-    return js(path="tests/test_mathx.py", content=content, cases=["positive", "negative"])
-
-
-def synth(decision: str, score: float, feedback: list[dict[str, str]] | None = None) -> Reply:
-    return js(
-        decision=decision, score=score, summary=f"{decision} summary", feedback=feedback or []
-    )
 
 
 @pytest.fixture
@@ -96,14 +60,6 @@ async def council(server: LoopbackProvider, tmp_path: Path) -> AsyncIterator[Cou
     router = Router(settings, build_providers(settings, env={}))
     yield Council(router, workspace=tmp_path, limits=LIMITS)
     await close_all(router.providers)
-
-
-def prompts_to(server: LoopbackProvider, model: str) -> list[str]:
-    return [
-        r.body["messages"][-1]["content"]
-        for r in server.requests
-        if r.body and r.body.get("model") == model
-    ]
 
 
 async def test_generate_refines_after_failing_tests_then_approves(
@@ -358,23 +314,10 @@ async def test_unsafe_generated_paths_are_dropped(
     assert sum("unsafe path" in e for e in result.errors) == 2
 
 
-def sandbox_processes() -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if b"COUNCIL_SANDBOX=" in environ:
-            found.append(int(pid))
-    return found
-
-
 async def test_cancellation_mid_stage_leaves_nothing_running(
-    council: Council, server: LoopbackProvider
+    council: Council, server: LoopbackProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="council.sandbox")  # the run's token, pid, dir
     slow = "import time\n\n\ndef test_slow():\n    time.sleep(60)\n"
     server.script(plan("generator"), model="orch")
     server.script(MANIFEST, model="res")
@@ -385,18 +328,19 @@ async def test_cancellation_mid_stage_leaves_nothing_running(
     events = Events()
     events.subscribe(seen.append)
     before = set(asyncio.all_tasks())
+
+    def sandbox_child_running() -> bool:
+        # this run's, not any sandbox's: other test sessions may be running on the machine
+        return any(alive_with_token(token) for token, _, _ in sandbox_runs(caplog))
+
     with anyio.move_on_after(20):
         async with anyio.create_task_group() as group:
             group.start_soon(
                 lambda: council.run(CouncilRequest(query="add", mode="generate"), events=events)
             )
-            for _ in range(400):
-                await anyio.sleep(0.05)
-                if sandbox_processes():
-                    break
-            assert sandbox_processes(), "the sandbox never started"
+            await async_wait_until(sandbox_child_running, 15, "the sandbox's child to start")
             group.cancel_scope.cancel()
-    assert sandbox_processes() == []
+    assert_nothing_left(caplog)
     assert set(asyncio.all_tasks()) <= before | {asyncio.current_task()}
     assert seen[-1].kind == "run_finished" and seen[-1].detail == "cancelled"
     dbg = next(r for r in server.requests if r.body and r.body.get("model") == "dbg")

@@ -16,7 +16,7 @@ from providers.loopback import LoopbackProvider
 from providers.registry import build_providers, close_all
 from providers.router import Router
 from tests.conftest import settings_for
-from tests.test_pipeline import LIMITS, MANIFEST, bundle, debug_ok, js, plan, prompts_to, synth
+from tests.scenarios import LIMITS, MANIFEST, bundle, debug_ok, js, plan, prompts_to, synth
 
 pytestmark = pytest.mark.anyio
 

@@ -2,17 +2,15 @@
 
 Every test runs real subprocesses. A run's identity (its COUNCIL_SANDBOX_ID token and its
 directory) comes from the module's debug log record, so that leftovers can be looked for
-precisely, without being confused by other sandbox runs on the same machine.
+precisely, without being confused by other sandbox runs on the same machine
+(`tests.sandbox_probes`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,60 +28,10 @@ from council.sandbox import (
     run_tests,
     safe_relative_path,
 )
+from tests.sandbox_probes import Listener, alive_with_token, assert_nothing_left, sandbox_runs
+from tests.waits import async_wait_until
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def _runs(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int, Path]]:
-    """(token, pid, directory) of every sandbox run logged so far in this test."""
-    found = []
-    for record in caplog.records:
-        if record.name == "council.sandbox" and record.msg.startswith("sandbox run"):
-            token, pid, root = record.args  # type: ignore[misc]
-            found.append((str(token), int(pid), Path(root)))
-    return found
-
-
-def _alive_with_token(token: str) -> list[int]:
-    needle = f"COUNCIL_SANDBOX_ID={token}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Members of a process group that are not zombies (a zombie runs nothing; its reaping
-    is up to whoever inherited it)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state not in ("Z", "X"):
-            members.append(int(entry))
-    return members
-
-
-def _assert_nothing_left(caplog: pytest.LogCaptureFixture) -> None:
-    runs = _runs(caplog)
-    assert runs, "the sandbox did not log its run"
-    for token, pid, root in runs:
-        assert _alive_with_token(token) == []
-        assert _live_group_members(pid) == []
-        assert not root.exists()
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +137,7 @@ async def test_passing_and_failing_cases_are_counted(caplog):
     assert "two and two" in wrong.message
     assert result.summary().startswith("2 passed, 1 failed in ")
     assert {"process-group", "rlimits", "audit-hook", "env-scrubbed"} <= set(result.containment)
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 @pytest.mark.anyio
@@ -264,7 +212,7 @@ async def test_infinite_loop_times_out_and_leaves_nothing(caplog):
     assert result.passed == 1
     assert "test_loop.py::test_spin" in result.summary()
     assert "(1 passed before the kill" in result.summary()
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 @pytest.mark.anyio
@@ -282,7 +230,7 @@ async def test_fork_bomb_is_capped_and_reaped(caplog):
     assert not result.ok and result.failed == 1
     assert "process limit reached (8)" in result.violations
     assert "PermissionError" in result.cases[0].message
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 @pytest.mark.anyio
@@ -295,7 +243,7 @@ async def test_setsid_grandchild_is_killed(caplog):
     )
     result = await run_tests({"test_daemon.py": test})
     assert result.ok, result.summary()
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 @pytest.mark.anyio
@@ -316,7 +264,7 @@ async def test_writes_outside_the_sandbox_are_refused(caplog):
     )
     try:
         result = await run_tests({"test_escape.py": test})
-        roots = [root for _, _, root in _runs(caplog)]
+        roots = [root for _, _, root in sandbox_runs(caplog)]
         assert not absolute.exists()
         assert not (roots[0].parent.parent / relative_name).exists()
         assert result.passed >= 1 and result.failed >= 1
@@ -346,36 +294,9 @@ async def test_api_keys_do_not_reach_the_child(monkeypatch):
     assert secret not in result.stdout_tail + result.stderr_tail
 
 
-class _Listener:
-    """A TCP listener on loopback in the test process that counts connections."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
-
-
 @pytest.mark.anyio
 async def test_network_is_cut():
-    listener = _Listener()
+    listener = Listener()
     port = listener.port
     test = (
         "import socket, subprocess, sys\n\n"
@@ -392,9 +313,9 @@ async def test_network_is_cut():
     )
     try:
         result = await run_tests({"test_net.py": test})
+        assert listener.connections_before_now() == 0
     finally:
         listener.close()
-    assert listener.connections == 0
     assert (result.passed, result.failed) == (1, 2)
     assert f"network: connect ('127.0.0.1', {port})" in result.violations
     assert any(v.startswith("network: getaddrinfo") for v in result.violations)
@@ -402,7 +323,7 @@ async def test_network_is_cut():
 
 @pytest.mark.anyio
 async def test_network_can_be_allowed():
-    listener = _Listener()
+    listener = Listener()
     test = (
         "import socket\n\n"
         "def test_connect():\n"
@@ -410,20 +331,18 @@ async def test_network_can_be_allowed():
     )
     try:
         result = await run_tests({"test_net.py": test}, limits=SandboxLimits(network=True))
+        connections = listener.connections_before_now()
     finally:
         listener.close()
     assert result.ok, result.summary()
     assert "netns" not in result.containment and result.violations == []
-    deadline = time.monotonic() + 2
-    while listener.connections == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert listener.connections == 1
+    assert connections == 1
 
 
 @pytest.mark.anyio
 async def test_network_namespace_stops_code_the_guard_cannot_see():
     """`python -I` skips the boot hook (no PYTHONPATH): only the namespace stands in the way."""
-    listener = _Listener()
+    listener = Listener()
     connect = f"import socket; socket.socket().connect(('127.0.0.1', {listener.port})); print('in')"
     test = (
         "import subprocess, sys\n\n"
@@ -433,11 +352,12 @@ async def test_network_namespace_stops_code_the_guard_cannot_see():
     )
     try:
         result = await run_tests({"test_raw.py": test})
+        connections = listener.connections_before_now()
     finally:
         listener.close()
     if "netns" not in result.containment:
         pytest.skip("no network namespace on this machine: only the Python guard cuts the net")
-    assert listener.connections == 0
+    assert connections == 0
     assert result.ok, result.summary()
 
 
@@ -445,22 +365,25 @@ async def test_network_namespace_stops_code_the_guard_cannot_see():
 async def test_cancellation_kills_the_child_and_removes_the_directory(caplog):
     test = "import time\n\ndef test_sleep():\n    time.sleep(60)\n"
     seen_alive: list[int] = []
+    cancelled_at = 0.0
 
-    async def cancel_soon(scope: anyio.CancelScope) -> None:
-        await anyio.sleep(0.5)
-        runs = _runs(caplog)
-        if runs:
-            seen_alive.extend(_alive_with_token(runs[0][0]))
+    def alive() -> list[int]:
+        runs = sandbox_runs(caplog)
+        return alive_with_token(runs[0][0]) if runs else []
+
+    async def cancel_once_running(scope: anyio.CancelScope) -> None:
+        nonlocal cancelled_at
+        seen_alive.extend(await async_wait_until(alive, 10, "the sandbox's child to start"))
+        cancelled_at = time.monotonic()
         scope.cancel()
 
-    started = time.monotonic()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(cancel_soon, tg.cancel_scope)
+        tg.start_soon(cancel_once_running, tg.cancel_scope)
         await run_tests({"test_sleep.py": test})
         pytest.fail("run_tests returned instead of propagating the cancellation")
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - cancelled_at < 1.0
     assert seen_alive, "the child was not running when cancelled: the check proves nothing"
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 @pytest.mark.anyio

@@ -14,6 +14,7 @@ missing they fail with the layer named, since the product's promise is then not 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,12 +29,17 @@ from pathlib import Path
 import pytest
 
 from council.sandbox import ExecutionResult, SandboxLimits, run_tests
-from tests.test_sandbox import _assert_nothing_left, _debug_log, _Listener  # noqa: F401
+from tests.sandbox_probes import Listener, assert_nothing_left
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = SandboxLimits(timeout_secs=10)
+
+
+@pytest.fixture(autouse=True)
+def _debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="council.sandbox")  # runs' tokens, for the checks
 
 
 def _require(result: ExecutionResult, *layers: str) -> None:
@@ -92,7 +98,7 @@ async def test_shell_and_ctypes_writes_outside_do_not_land(outside, caplog):
         for target in [*targets, outside / "touched"]:
             assert not target.exists(), target
         assert result.passed == 2, result.summary()  # each saw its write refused
-        _assert_nothing_left(caplog)
+        assert_nothing_left(caplog)
     finally:
         shutil.rmtree(host_tmp, ignore_errors=True)
         system.unlink(missing_ok=True)
@@ -121,7 +127,7 @@ async def test_workspace_files_survive_rm_unlink_and_overwrite(outside, caplog):
     for name, text in original.items():
         assert (workspace / name).read_text() == text, name
     assert result.ok, result.summary()  # the copies inside were not touched either
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 async def test_home_directory_is_not_readable(caplog):
@@ -147,7 +153,7 @@ async def test_home_directory_is_not_readable(caplog):
     assert "REPORT" in _everything(result), result.summary()  # the child did look
     assert secret not in _everything(result)
     assert "No such file" in _everything(result) and "fd=-1 " in _everything(result)
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 DRIVER = """
@@ -196,7 +202,7 @@ async def test_parent_environment_is_not_readable_through_proc():
 
 
 async def test_loopback_listener_gets_no_connection(caplog):
-    listener = _Listener()
+    listener = Listener()
     port = listener.port
     connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
     test = (
@@ -207,12 +213,12 @@ async def test_loopback_listener_gets_no_connection(caplog):
     )
     try:
         result = await run_tests({"test_net.py": test}, limits=SHORT)
-        time.sleep(0.3)
+        connections = listener.connections_before_now()
     finally:
         listener.close()
     _require(result, "netns")
-    assert listener.connections == 0
-    _assert_nothing_left(caplog)
+    assert connections == 0
+    assert_nothing_left(caplog)
 
 
 async def test_setsid_daemon_does_not_outlive_the_run(outside, caplog):
@@ -238,7 +244,7 @@ async def test_setsid_daemon_does_not_outlive_the_run(outside, caplog):
     time.sleep(2.5)
     assert not late.exists()
     assert _with_marker(marker) == []
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 async def test_libc_fork_loop_is_capped(caplog):
@@ -266,7 +272,7 @@ async def test_libc_fork_loop_is_capped(caplog):
     assert result.passed == 1, result.summary()
     assert any(v.startswith("process limit reached (cgroup") for v in result.violations)
     assert _with_marker(marker) == []
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 async def test_memory_bomb_is_capped(caplog):
@@ -292,7 +298,7 @@ async def test_memory_bomb_is_capped(caplog):
     assert time.monotonic() - started < 15
     _require(result, "cgroup-memory")
     assert any(v.startswith("memory limit reached") for v in result.violations), result
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 async def test_disk_cannot_be_filled(caplog):
@@ -334,7 +340,7 @@ async def test_disk_cannot_be_filled(caplog):
     assert set(written) == {".", "/tmp", "/dev/shm"}, report
     assert all(mib <= 34 for mib in written.values()), report
     assert before - min(lowest) < 100 * 2**20  # without the cap: 512 MiB per place
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)
 
 
 async def test_infinite_loops_in_shell_and_python_are_killed(caplog):
@@ -352,4 +358,4 @@ async def test_infinite_loops_in_shell_and_python_are_killed(caplog):
     assert result.timed_out and not result.ok
     assert "test_loop.py::test_spin" in result.summary()
     assert _with_marker(marker) == []
-    _assert_nothing_left(caplog)
+    assert_nothing_left(caplog)

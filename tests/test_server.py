@@ -14,41 +14,25 @@ from lsprotocol import types
 
 from providers.loopback import LoopbackProvider, Reply
 from tests.lsp_harness import Editor, start_editor
-from tests.test_pipeline import (
+from tests.sandbox_probes import sandbox_processes
+from tests.scenarios import (
+    FIXED,
     MANIFEST,
     MODELS,
+    STUB,
     bundle,
     debug_ok,
     js,
     plan,
-    sandbox_processes,
+    script_generate,
+    server_env,
     suite,
     synth,
+    write_config,
 )
+from tests.waits import async_wait_until
 
 pytestmark = pytest.mark.anyio
-
-STUB = '''\
-def add(a: int, b: int) -> int:
-    """Return the sum of a and b."""
-    pass
-
-
-def untouched() -> str:
-    return "keep me"
-'''
-FIXED = "def add(a: int, b: int) -> int:\n    return a + b\n"
-ROLES = ("orchestrator", "researcher", "generator", "debugger", "tester")
-
-
-def write_config(path: Path, base_url: str, extra: str = "") -> None:
-    path.write_text(
-        f'[providers.lb]\nbase_url = "{base_url}"\n[roles]\n'
-        + "".join(f'{r} = "lb:{m}"\n' for r, m in zip(ROLES, MODELS, strict=True))
-        + "[router]\nmax_retries = 0\n"
-        + extra,
-        encoding="utf-8",
-    )
 
 
 @pytest.fixture
@@ -65,15 +49,6 @@ def workspace(tmp_path: Path) -> Path:
     return root
 
 
-def server_env(tmp_path: Path, config: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HOME": str(tmp_path / "home"),
-        "XDG_CACHE_HOME": str(tmp_path / "c"),
-        "COUNCIL_CONFIG": str(config),
-    }
-
-
 @pytest.fixture
 async def editor(
     tmp_path: Path, workspace: Path, server: LoopbackProvider
@@ -85,18 +60,12 @@ async def editor(
     await ed.client.shutdown_session()
 
 
-def script_generate(server: LoopbackProvider, code: str = FIXED, delay: float = 0.0) -> None:
-    server.script(plan("generator"), synth("APPROVE", 0.95), model="orch")
-    server.script(MANIFEST, model="res")
-    reply = bundle(code)
-    reply.delay = delay
-    server.script(reply, model="gen")
-    server.script(debug_ok(), model="dbg")
-    server.script(suite(), model="tst")
-
-
 def kinds(reports: list[Any]) -> list[str]:
     return [type(r).__name__ for r in reports]
+
+
+def requests_to(server: LoopbackProvider, model: str) -> list[Any]:
+    return [r for r in server.requests if r.body and r.body.get("model") == model]
 
 
 async def test_capabilities_list_every_command_and_action_kind(editor: Editor) -> None:
@@ -194,7 +163,8 @@ async def test_typing_during_a_run_reanchors_or_refuses(
     script_generate(server, delay=1.0)
     uri = editor.open("mathx.py")
     task = asyncio.ensure_future(editor.command("council.generate", {"uri": uri, "symbol": "add"}))
-    await asyncio.sleep(0.5)
+    # the run has read the document and waits for its code (1 s): the user types meanwhile
+    await async_wait_until(lambda: len(requests_to(server, "gen")) == 1, 10, "the generator")
     typed = "# the user typed this line\n" + STUB
     editor.change(uri, typed)
     result = await task
@@ -204,7 +174,7 @@ async def test_typing_during_a_run_reanchors_or_refuses(
 
     script_generate(server, delay=1.0)
     task = asyncio.ensure_future(editor.command("council.generate", {"uri": uri, "symbol": "add"}))
-    await asyncio.sleep(0.5)
+    await async_wait_until(lambda: len(requests_to(server, "gen")) == 2, 10, "the generator")
     editor.change(uri, "def renamed():\n    pass\n")
     result = await task
     assert result.applied is False
@@ -262,8 +232,9 @@ async def test_debug_publishes_diagnostics_with_a_quick_fix_and_clears_them(
         types.ApplyWorkspaceEditParams(edit=fixes[0].edit)
     )
     assert "return a + b" in editor.text(uri)
-    await asyncio.sleep(0.3)
-    assert list(editor.client.diagnostics[uri]) == []  # the change cleared them
+    await async_wait_until(  # the change clears them
+        lambda: list(editor.client.diagnostics[uri]) == [], 10, "the diagnostics to be cleared"
+    )
 
 
 async def test_run_shows_a_markdown_report_outside_the_workspace(
@@ -320,10 +291,7 @@ async def test_deliberate_runs_like_every_command_one_session_and_cancellable(
                 "council.deliberate", {"query": "q", "members": ["x:m1", "x:m2"]}, "tok-d"
             )
         )
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if len(lb.requests) == 2:
-                break
+        await async_wait_until(lambda: len(lb.requests) == 2, 10, "both members' requests")
         cancelled = await editor.command("council.cancel", {})
         result = await asyncio.wait_for(task, 10)
     assert cancelled.cancelled == [result.sessionId] and result.status == "cancelled"
@@ -344,17 +312,14 @@ async def test_cancel_stops_the_run_its_http_and_its_sandbox(
     task = asyncio.ensure_future(
         editor.command("council.generate", {"uri": uri, "symbol": "add"}, "tok-c")
     )
-    for _ in range(300):
-        await asyncio.sleep(0.05)
-        if sandbox_processes():
-            break
-    assert sandbox_processes()
+    await async_wait_until(sandbox_processes, 15, "the sandbox to start")
     cancelled = await editor.command("council.cancel", {})
     assert len(cancelled.cancelled) == 1
     result = await asyncio.wait_for(task, 10)
     assert result.status == "cancelled"
-    await asyncio.sleep(0.5)
-    assert sandbox_processes() == []
+    await async_wait_until(
+        lambda: sandbox_processes() == [], 5, "the sandbox to be gone", sandbox_processes
+    )
     reports = editor.client.progress_reports["tok-c"]
     assert kinds(reports)[-1] == "WorkDoneProgressEnd" and reports[-1].message == "Cancelled."
     dbg = next(r for r in server.requests if r.body and r.body.get("model") == "dbg")
@@ -386,10 +351,11 @@ async def test_progress_cancel_and_cancel_request(editor: Editor, server: Loopba
             editor.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
             with pytest.raises(Exception, match="cancel"):
                 await asyncio.wait_for(task, 10)
-        for _ in range(50):
-            await asyncio.sleep(0.05)
-            if kinds(editor.client.progress_reports[token])[-1] == "WorkDoneProgressEnd":
-                break
+        await async_wait_until(
+            lambda: kinds(editor.client.progress_reports[token])[-1] == "WorkDoneProgressEnd",  # noqa: B023
+            5,
+            "the progress to end",
+        )
         assert editor.client.progress_reports[token][-1].message == "Cancelled."
 
 
@@ -413,7 +379,8 @@ async def test_runs_do_not_block_each_other_or_code_actions(
         asyncio.ensure_future(editor.command("council.generate", {"uri": a, "symbol": "add"})),
         asyncio.ensure_future(editor.command("council.generate", {"uri": b, "symbol": "mul"})),
     ]
-    await asyncio.sleep(0.3)
+    # both runs in flight: each one's generator has been asked and answers after 1 s
+    await async_wait_until(lambda: len(requests_to(server, "gen")) == 2, 10, "both generators")
     t0 = time.monotonic()
     await editor.actions(a, 2)
     # Answered while both runs are in flight (generous bound: CI machines are noisy; the
@@ -439,8 +406,11 @@ async def test_bad_settings_are_reported_and_changes_apply_without_restart(
         initialization_options={"council": {"council": {"max_refinement_passes": "lots"}}},
     )
     try:
-        await asyncio.sleep(0.5)
-        assert any("max_refinement_passes" in m.message for m in ed.client.messages)
+        await async_wait_until(
+            lambda: any("max_refinement_passes" in m.message for m in ed.client.messages),
+            10,
+            "a message naming the bad setting",
+        )
         # Route the generator to another model, live.
         ed.client.workspace_did_change_configuration(
             types.DidChangeConfigurationParams(

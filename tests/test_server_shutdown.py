@@ -12,8 +12,7 @@ from pygls.exceptions import JsonRpcException
 
 from providers.loopback import LoopbackProvider
 from tests.lsp_harness import Editor, start_editor
-from tests.test_pipeline import MODELS, plan
-from tests.test_server import STUB, server_env, write_config
+from tests.scenarios import MODELS, STUB, plan, server_env, write_config
 
 pytestmark = pytest.mark.anyio
 
