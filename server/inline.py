@@ -1,7 +1,7 @@
-"""The state behind `textDocument/inlineCompletion`: engine, in-flight tokens, statistics.
+"""The state behind `textDocument/inlineCompletion`: completer, in-flight tokens, statistics.
 
 `server.features.inline_completion` registers the feature and describes its behaviour; it
-builds `InlineCompletions` on the first settings load or request, so the completion engine
+builds `InlineCompletions` on the first settings load or request, so the completer
 and its backends are not imported before `initialize` is answered.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 from lsprotocol import types
 
 from council.completion.backends import CancelToken, SpecialistBackend, build_backend
+from council.completion.completer import Completer, InlineAnswer, InlineRequest, Selected
 from council.completion.context import OtherDocument, SnippetIndex
-from council.completion.engine import CompletionEngine, InlineAnswer, InlineRequest, Selected
 from providers.router import Router
 from providers.settings import CompletionConfig, Settings
 from server.app import CouncilServer
@@ -35,9 +35,9 @@ class RequestStat:
     seq: int
     uri: str
     trigger: str  # "automatic" or "invoked"
-    reason: str  # the engine's reason, or "cancelled" for $/cancelRequest
+    reason: str  # the completer's reason, or "cancelled" for $/cancelRequest
     handlerMs: float  # JSON field names are camelCase, like the protocol's
-    engineMs: float
+    completerMs: float
     modelMs: float
     chars: int
     promptTokens: int
@@ -51,11 +51,11 @@ def _is_python(uri: str, language_id: str | None) -> bool:
 
 
 class InlineCompletions:
-    """The feature's state: the engine for the current settings, in-flight tokens, stats."""
+    """The feature's state: the completer for the current settings, in-flight tokens, stats."""
 
     def __init__(self, server: CouncilServer) -> None:
         self.server = server
-        self.engine: CompletionEngine | None = None
+        self.completer: Completer | None = None
         self.inflight: dict[str, CancelToken] = {}
         self.snippets = SnippetIndex()
         self.history: deque[RequestStat] = deque(maxlen=_HISTORY)
@@ -68,14 +68,14 @@ class InlineCompletions:
     # -- configuration and warm-up ----------------------------------------------------------
 
     def configure(self, settings: Settings) -> None:
-        """Settings listener: build a new engine when `[completion]` changed."""
+        """Settings listener: build a new completer when `[completion]` changed."""
         config = settings.completion
-        if self.engine is not None and self.engine.config == config:
+        if self.completer is not None and self.completer.config == config:
             return
-        old = self.engine
+        old = self.completer
         reuse = old.backend if old is not None else None
         backend = build_backend(config, self._lease, reuse=reuse)
-        self.engine = CompletionEngine(config, backend)
+        self.completer = Completer(config, backend)
         self._reported.clear()
         if old is not None:
             for token in list(self.inflight.values()):
@@ -83,33 +83,33 @@ class InlineCompletions:
             if old.backend is not backend:
                 self._spawn(old.backend.aclose())
         if self._wanted():
-            self._warm(self.engine)
+            self._warm(self.completer)
 
     def _wanted(self) -> bool:
         caps = self.server.client_capabilities
         advertised = bool(caps and caps.text_document and caps.text_document.inline_completion)
         return advertised or self._asked
 
-    def _warm(self, engine: CompletionEngine) -> None:
-        if not engine.config.enabled:
+    def _warm(self, completer: Completer) -> None:
+        if not completer.config.enabled:
             return
-        backend = engine.backend
+        backend = completer.backend
         backend.start()
         if isinstance(backend, SpecialistBackend):
-            self._spawn(self._watch_load(engine, backend))
+            self._spawn(self._watch_load(completer, backend))
 
-    async def _watch_load(self, engine: CompletionEngine, backend: SpecialistBackend) -> None:
+    async def _watch_load(self, completer: Completer, backend: SpecialistBackend) -> None:
         await backend.loaded()
-        if backend.error and engine is self.engine:
+        if backend.error and completer is self.completer:
             self._report("unavailable", backend.error, types.MessageType.Error)
         elif backend.ready:
             log.info("inline completions ready (%s)", backend.name)
 
-    def _current(self) -> CompletionEngine:
-        if self.engine is None:
+    def _current(self) -> Completer:
+        if self.completer is None:
             self.configure(self.server.settings)
-        assert self.engine is not None
-        return self.engine
+        assert self.completer is not None
+        return self.completer
 
     @contextlib.asynccontextmanager
     async def _lease(self) -> AsyncIterator[Router]:
@@ -155,14 +155,14 @@ class InlineCompletions:
         try:
             if not self._asked:
                 self._asked = True
-                if self.engine is not None:
-                    self._warm(self.engine)
-            engine = self._current()
+                if self.completer is not None:
+                    self._warm(self.completer)
+            completer = self._current()
             request = self._request(params, invoked)
             if request is None:
                 reason = "not-python"
                 return types.InlineCompletionList(items=[])
-            answer = await engine.complete(request, token)
+            answer = await completer.complete(request, token)
             reason = answer.reason
             if answer.error and answer.reason in ("unavailable", "error", "timeout"):
                 self._report(answer.reason, answer.error)
@@ -249,7 +249,7 @@ class InlineCompletions:
                 trigger="invoked" if invoked else "automatic",
                 reason=reason,
                 handlerMs=round((time.perf_counter() - started) * 1000, 3),
-                engineMs=round(answer.total_ms, 3) if answer else 0.0,
+                completerMs=round(answer.total_ms, 3) if answer else 0.0,
                 modelMs=round(answer.model_ms, 3) if answer else 0.0,
                 chars=len(answer.text) if answer else 0,
                 promptTokens=answer.details.get("prompt_tokens", 0) if answer else 0,
@@ -258,9 +258,9 @@ class InlineCompletions:
         )
 
     def stats(self, since: int = 0) -> dict[str, Any]:
-        engine = self.engine
-        backend = engine.backend if engine else None
-        config: CompletionConfig | None = engine.config if engine else None
+        completer = self.completer
+        backend = completer.backend if completer else None
+        config: CompletionConfig | None = completer.config if completer else None
         load_s = getattr(getattr(backend, "specialist", None), "load_s", None)
         return {
             "backend": backend.name if backend else None,
@@ -268,7 +268,7 @@ class InlineCompletions:
             "ready": bool(backend and backend.ready),
             "error": backend.error if backend else None,
             "loadSeconds": load_s,
-            "cacheEntries": len(engine.cache) if engine else 0,
+            "cacheEntries": len(completer.cache) if completer else 0,
             "counters": dict(self.counters),
             "inFlight": sorted(self.inflight),  # documents with a request being answered
             "requests": [asdict(r) for r in self.history if r.seq > since],

@@ -3,7 +3,7 @@
 The cold-start figure itself is a benchmark (`council bench server` compares `council lsp`
 with a bare pygls server, interleaved, and reports the ratio); these tests hold the property
 behind it: starting the server imports no pydantic, settings models, providers, pipeline or
-completion engine, and the benchmark's comparison runs.
+completer, and the benchmark's comparison runs.
 """
 
 from __future__ import annotations

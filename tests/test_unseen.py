@@ -88,7 +88,7 @@ def test_summary_counts_per_package_and_latency(tmp_path: Path):
 
 @pytest.mark.slow
 def test_train_eval_scores_unseen_packages_with_the_shipped_model():
-    """`council train eval --unseen` runs the cases through the server's completion engine
+    """`council train eval --unseen` runs the cases through the server's completer
     with the specialist backend, in process, and reports exact match, similarity, latency."""
     env_cases = ["--unseen-cases", "6"]
     done = subprocess.run(

@@ -267,14 +267,14 @@ def unseen_completion(
     """Single-line completion on whole packages the model never saw, as the editor asks.
 
     The cases and scoring are :mod:`council.completion.unseen`'s, the same as `council bench
-    inline`; the requests go through the same `CompletionEngine` and specialist backend the
+    inline`; the requests go through the same `Completer` and specialist backend the
     language server uses (window, FIM prompt, early stop, post-processing), in process and
     one at a time. ``config`` is a `CompletionConfig` (default: the shipped defaults).
     """
     import asyncio
 
     from council.completion.backends import CancelToken, SpecialistBackend
-    from council.completion.engine import CompletionEngine, InlineRequest
+    from council.completion.completer import Completer, InlineRequest
     from council.completion.unseen import build_cases, summarize
     from providers.settings import CompletionConfig
     from providers.specialist import Specialist
@@ -284,7 +284,7 @@ def unseen_completion(
     chosen = build_cases(package_files(packages), cases, seed=seed)
     context = cfg.max_context_tokens + cfg.max_tokens_multiline + 3
     backend = SpecialistBackend(Specialist(model_dir, max_context_tokens=context))
-    engine = CompletionEngine(cfg, backend)
+    completer = Completer(cfg, backend)
 
     async def run() -> list[tuple[Any, str, float]]:
         backend.start()
@@ -295,7 +295,7 @@ def unseen_completion(
         for case in chosen:
             request = InlineRequest(text=case.text, offset=case.offset, invoked=False)
             started = time.perf_counter()
-            answer = await engine.complete(request, CancelToken())
+            answer = await completer.complete(request, CancelToken())
             results.append((case, answer.text, (time.perf_counter() - started) * 1000))
         await backend.aclose()
         return results

@@ -97,7 +97,7 @@ def _sweep(sweep: list[dict[str, Any]]) -> list[str]:
         "## How this size was chosen",
         "",
         "A sweep at equal CPU time on this machine, each candidate scored on the held-out "
-        "packages through the same completion engine the editor uses:",
+        "packages through the same completer the editor uses:",
         "",
         "| candidate | params | steps | tokens | exact match | edit similarity | latency p50 |",
         "|---|---|---|---|---|---|---|",
@@ -211,7 +211,7 @@ def render(data: Path, run: Path, evaluation: dict[str, Any], extra: dict[str, A
             f"| unseen packages ({names}): single-line exact match, {unseen['cases']} "
             f"automatic requests | {unseen['exact_match']:.3f} |",
             f"| ... edit similarity | {unseen['edit_similarity']:.3f} |",
-            f"| ... latency p50 / p95 (completion engine, this CPU) | "
+            f"| ... latency p50 / p95 (completer, this CPU) | "
             f"{lat.get('p50_ms', 0):.0f} / {lat.get('p95_ms', 0):.0f} ms |",
         ]
     if pass1 is not None:

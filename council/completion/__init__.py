@@ -8,7 +8,7 @@ The pieces are small modules so each can be tested on its own:
 - `postprocess`: pure functions that turn a raw model answer into a suggestion;
 - `cache`: the LRU of answers, with typed-through reuse;
 - `backends`: the in-process specialist and any provider reached through the router;
-- `engine`: ties them together for the language server and `council complete`.
+- `completer`: ties them together for the language server and `council complete`.
 
 Nothing here imports JAX: the specialist backend loads it in a worker thread.
 """

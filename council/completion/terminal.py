@@ -1,6 +1,6 @@
 """`council complete FILE:LINE:COL`: one inline completion from the terminal.
 
-The same engine, settings and backends as the language server. The differences are those of
+The same completer, settings and backends as the language server. The differences are those of
 a one-shot command: the specialist is loaded before completing (a request never arrives
 "too early"), the request is invoked (multi-line allowed) unless `--automatic` is given, and
 LINE and COL are 1-based, as compilers print them (COL counts characters; the end of a line
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from council.completion.backends import CancelToken, SpecialistBackend, build_backend, fixed_router
-from council.completion.engine import CompletionEngine, InlineAnswer, InlineRequest
+from council.completion.completer import Completer, InlineAnswer, InlineRequest
 from providers.base import Provider
 from providers.router import Router
 from providers.settings import Settings
@@ -81,7 +81,7 @@ async def complete_at(
         providers = build_providers(settings, env=env)
     router = Router(settings, providers, workspace=workspace)
     backend = build_backend(settings.completion, lambda: fixed_router(router))
-    engine = CompletionEngine(settings.completion, backend)
+    completer = Completer(settings.completion, backend)
     started = time.perf_counter()
     try:
         if isinstance(backend, SpecialistBackend) and settings.completion.enabled:
@@ -91,7 +91,7 @@ async def complete_at(
         request = InlineRequest(
             text=text, offset=offset, invoked=invoked, path=str(location.path.resolve())
         )
-        answer = await engine.complete(request, CancelToken())
+        answer = await completer.complete(request, CancelToken())
     finally:
         await backend.aclose()
         for provider in providers.values():

@@ -1,7 +1,7 @@
 """Single-line completion on code a model never saw, asked and scored as an editor would.
 
 `council bench inline` (through a real LSP session) and `council train eval` (through the
-same `CompletionEngine` in process) share this: the cases, the scoring and the summary, so
+same `Completer` in process) share this: the cases, the scoring and the summary, so
 their figures mean the same thing.
 
 A case is one line of a held-out file where a statement starts (from `ast`, so docstring
@@ -31,7 +31,7 @@ from typing import Any
 HELDOUT_PACKAGES = ("anyio", "click", "httpx2", "jinja2", "rich")
 """The default unseen packages: installed with the project (so every machine has them),
 pure Python from five domains (async I/O, a CLI framework, an HTTP client, a template
-engine, terminal rendering), 0.4-1.2 MB each, about 1.5% of the environment's code. The
+completer, terminal rendering), 0.4-1.2 MB each, about 1.5% of the environment's code. The
 default model's corpus is built with `--exclude` for each (the Makefile's default-model
 recipe); pip's vendored copy of rich is skipped by the corpus builder as vendored code."""
 

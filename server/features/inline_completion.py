@@ -1,6 +1,6 @@
 """`textDocument/inlineCompletion` (LSP 3.18) for Python documents, and `council/inlineStats`.
 
-The work is `council.completion.engine`, driven by `server.inline`; this module and that
+The work is `council.completion.completer`, driven by `server.inline`; this module and that
 one add what belongs to the protocol:
 
 - **Positions.** LSP positions (UTF-16 by default) become code-point offsets; a selected
@@ -14,7 +14,7 @@ one add what belongs to the protocol:
   completions, the specialist is loaded and compiled in a background thread. Until it is
   ready requests get an empty answer at once; a model that fails to load is reported once
   with `window/showMessage` and the server carries on.
-- **Settings.** A change to `[completion]` builds a new engine (and backend) for the next
+- **Settings.** A change to `[completion]` builds a new completer (and backend) for the next
   request; in-flight requests of the old one are cancelled.
 - **Statistics.** `council/inlineStats` (params `{"since": seq}`, optional) returns the
   backend's state, counters, the documents with a request in flight (`inFlight`), and the
@@ -41,7 +41,7 @@ STATS_METHOD = "council/inlineStats"
 def setup(server: CouncilServer) -> None:
     @functools.cache
     def feature() -> InlineCompletions:
-        # Built on first use (the settings load at `initialized`, at the latest): the engine
+        # Built on first use (the settings load at `initialized`, at the latest): the completer
         # and its backends are not needed to answer `initialize`.
         from server.inline import InlineCompletions
 

@@ -1,4 +1,4 @@
-"""`council complete FILE:LINE:COL`: the language server's inline completion engine from the
+"""`council complete FILE:LINE:COL`: the language server's inline completer from the
 terminal, with the same settings, so a completion can be checked without an editor."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "complete",
         help="print the inline completion at FILE:LINE:COL (1-based, as compilers print it)",
-        description="Complete at a place in a file with the language server's engine and "
+        description="Complete at a place in a file with the language server's completer and "
         "settings ([completion]). LINE and COL are 1-based; COL counts characters and may be "
         "the line's length + 1 (its end). Example: council complete app.py:12:5",
     )

@@ -1,4 +1,4 @@
-"""The inline completion engine against a real (loopback) provider: what is sent and how the
+"""The inline completer against a real (loopback) provider: what is sent and how the
 answer is cut, FIM fallbacks, cancellation and timeouts closing the HTTP request, cheap
 answers, the completion settings, and decoding that stops where post-processing cuts.
 """
@@ -11,19 +11,17 @@ import time
 import pytest
 
 from council.completion.backends import CancelToken, RouterBackend, fixed_router
-from council.completion.engine import CompletionEngine, InlineRequest, Selected
+from council.completion.completer import Completer, InlineRequest, Selected
 from providers.loopback import LoopbackProvider, Reply
 from providers.registry import build_providers, close_all
 from providers.router import Router
 from providers.settings import CompletionConfig
 from tests.conftest import settings_for
 
-# -- the engine against a real (loopback) provider ---------------------------------------------
+# -- the completer against a real (loopback) provider ---------------------------------------------
 
 
-def _engine(
-    lb: LoopbackProvider, model: str, **completion: object
-) -> tuple[CompletionEngine, Router]:
+def _completer(lb: LoopbackProvider, model: str, **completion: object) -> tuple[Completer, Router]:
     settings = settings_for(
         providers={"lb": {"base_url": lb.base_url}},
         router={"max_retries": 0},
@@ -35,7 +33,7 @@ def _engine(
         lambda: fixed_router(router),
         settings.completion.fim_format,
     )
-    return CompletionEngine(settings.completion, backend), router
+    return Completer(settings.completion, backend), router
 
 
 def _completions(lb: LoopbackProvider) -> list[dict]:
@@ -43,19 +41,19 @@ def _completions(lb: LoopbackProvider) -> list[dict]:
 
 
 @pytest.mark.anyio
-async def test_engine_sends_suffix_and_post_processes() -> None:
+async def test_completer_sends_suffix_and_post_processes() -> None:
     with LoopbackProvider(models=("starcoder2:3b",)) as lb:
-        engine, router = _engine(lb, "starcoder2:3b")
+        completer, router = _completer(lb, "starcoder2:3b")
         lb.script(Reply(content="a + b)\nmore"))
         text = "def add(a, b):\n    return ()\n"
-        answer = await engine.complete(
+        answer = await completer.complete(
             InlineRequest(text, text.index("()") + 1, False), CancelToken()
         )
         assert (answer.text, answer.reason, answer.via) == ("a + b", "ok", "fim")
         body = _completions(lb)[0]
         assert body["prompt"].endswith("return (") and body["suffix"] == ")\n"
         assert body["stop"] == ["\n"] and body["max_tokens"] == 48
-        again = await engine.complete(
+        again = await completer.complete(
             InlineRequest(text, text.index("()") + 1, False), CancelToken()
         )
         assert again.reason == "cached" and len(_completions(lb)) == 1
@@ -65,9 +63,9 @@ async def test_engine_sends_suffix_and_post_processes() -> None:
 @pytest.mark.anyio
 async def test_a_named_format_is_sent_raw() -> None:
     with LoopbackProvider(models=("mystery-model",)) as lb:
-        engine, router = _engine(lb, "mystery-model", fim_format="codellama")
+        completer, router = _completer(lb, "mystery-model", fim_format="codellama")
         lb.script(Reply(content="1"))
-        answer = await engine.complete(InlineRequest("x = \n", 4, True), CancelToken())
+        answer = await completer.complete(InlineRequest("x = \n", 4, True), CancelToken())
         body = _completions(lb)[0]
         assert answer.text == "1" and answer.via == "fim-raw:codellama"
         assert body["prompt"] == "<PRE> x =  <SUF>\n <MID>" and "suffix" not in body
@@ -80,12 +78,12 @@ async def test_refused_suffix_falls_back_to_chat_then_to_the_family_format() -> 
     """Without the canary's verdict (fim_way unknown, e.g. the provider cannot run it), a
     refused suffix goes over chat, then to the family's raw prompt guessed from the name."""
     with LoopbackProvider(models=("qwen2.5-coder:1.5b",), supports_suffix=False) as lb:
-        engine, router = _engine(lb, "qwen2.5-coder:1.5b")
-        engine.backend._way = "suffix"  # type: ignore[attr-defined]  # as if not asked
+        completer, router = _completer(lb, "qwen2.5-coder:1.5b")
+        completer.backend._way = "suffix"  # type: ignore[attr-defined]  # as if not asked
         lb.script(Reply(content="```python\nfirst\n```"), Reply(content="second"))
-        a = await engine.complete(InlineRequest("x = \ny = 2\n", 4, False), CancelToken())
+        a = await completer.complete(InlineRequest("x = \ny = 2\n", 4, False), CancelToken())
         assert (a.text, a.via) == ("first", "fim-over-chat")
-        b = await engine.complete(InlineRequest("z = \ny = 2\n", 4, False), CancelToken())
+        b = await completer.complete(InlineRequest("z = \ny = 2\n", 4, False), CancelToken())
         assert (b.text, b.via) == ("second", "fim-raw:qwen")
         paths = [r.path for r in lb.requests]
         assert paths == ["/v1/completions", "/v1/chat/completions", "/v1/completions"]
@@ -100,10 +98,10 @@ async def test_refused_suffix_falls_back_to_chat_then_to_the_family_format() -> 
 @pytest.mark.anyio
 async def test_suffix_format_stays_on_chat_when_refused() -> None:
     with LoopbackProvider(models=("qwen2.5-coder:1.5b",), supports_suffix=False) as lb:
-        engine, router = _engine(lb, "qwen2.5-coder:1.5b", fim_format="suffix")
+        completer, router = _completer(lb, "qwen2.5-coder:1.5b", fim_format="suffix")
         lb.script(Reply(content="1"), Reply(content="2"))
         for line in ("x = \n", "y = \n"):
-            answer = await engine.complete(InlineRequest(line, 4, False), CancelToken())
+            answer = await completer.complete(InlineRequest(line, 4, False), CancelToken())
             assert answer.via == "fim-over-chat"
         await close_all(router.providers)
 
@@ -111,10 +109,10 @@ async def test_suffix_format_stays_on_chat_when_refused() -> None:
 @pytest.mark.anyio
 async def test_cancel_and_timeout_close_the_http_request() -> None:
     with LoopbackProvider(models=("m",)) as lb:
-        engine, router = _engine(lb, "m", timeout_secs=0.3)
+        completer, router = _completer(lb, "m", timeout_secs=0.3)
         lb.script(Reply(content="slow", delay=5))
         started = time.monotonic()
-        answer = await engine.complete(InlineRequest("x = \n", 4, False), CancelToken())
+        answer = await completer.complete(InlineRequest("x = \n", 4, False), CancelToken())
         assert answer.reason == "timeout" and time.monotonic() - started < 2
         record = await asyncio.to_thread(
             lb.wait_for, lambda r: r.client_disconnected_at is not None, 10
@@ -126,10 +124,10 @@ async def test_cancel_and_timeout_close_the_http_request() -> None:
         # cancellation, with a timeout long enough that only the token can end the request:
         # with the 0.3 s one, a request slow to go out (seen twice in full-suite runs on the
         # 2-core machine) timed out before the server saw it
-        engine, router = _engine(lb, "m", timeout_secs=30)
+        completer, router = _completer(lb, "m", timeout_secs=30)
         lb.script(Reply(content="slow", delay=5))
         token = CancelToken()
-        task = asyncio.ensure_future(engine.complete(InlineRequest("y = \n", 4, False), token))
+        task = asyncio.ensure_future(completer.complete(InlineRequest("y = \n", 4, False), token))
         await asyncio.to_thread(lb.wait_for, lambda r: r.body and r.body["prompt"] == "y = ", 10)
         token.cancel()
         answer = await asyncio.wait_for(task, 2)
@@ -143,12 +141,12 @@ async def test_cancel_and_timeout_close_the_http_request() -> None:
 
 
 @pytest.mark.anyio
-async def test_engine_cheap_answers_need_no_model() -> None:
+async def test_completer_cheap_answers_need_no_model() -> None:
     with LoopbackProvider(models=("m",)) as lb:
-        engine, router = _engine(lb, "m")
-        skipped = await engine.complete(InlineRequest("x = foo\n", 5, False), CancelToken())
+        completer, router = _completer(lb, "m")
+        skipped = await completer.complete(InlineRequest("x = foo\n", 5, False), CancelToken())
         assert skipped.reason == "skipped"
-        off, _ = _engine(lb, "m", enabled=False)
+        off, _ = _completer(lb, "m", enabled=False)
         assert (await off.complete(InlineRequest("x = \n", 4, True), CancelToken())).reason == (
             "disabled"
         )
@@ -159,13 +157,13 @@ async def test_engine_cheap_answers_need_no_model() -> None:
 @pytest.mark.anyio
 async def test_selected_completion_item_is_part_of_the_prefix_and_the_answer() -> None:
     with LoopbackProvider(models=("m",)) as lb:
-        engine, router = _engine(lb, "m")
+        completer, router = _completer(lb, "m")
         lb.script(Reply(content="('a', 'b')"))
         text = "import os\nos.path.jo\n"
         cursor = text.index("\n", 10)
         start = text.index("jo")
         request = InlineRequest(text, cursor, False, Selected(start, cursor, "join"))
-        answer = await engine.complete(request, CancelToken())
+        answer = await completer.complete(request, CancelToken())
         assert answer.text == "('a', 'b')" and answer.insert_text == "join('a', 'b')"
         assert _completions(lb)[0]["prompt"].endswith("os.path.join")
         await close_all(router.providers)
@@ -186,7 +184,7 @@ def test_settings_validate_completion_fields() -> None:
 
 class _TypingBackend:
     """A backend that 'decodes' a fixed answer one character per millisecond and honours
-    `settled` and `deadline` as the specialist does (the engine is what is under test)."""
+    `settled` and `deadline` as the specialist does (the completer is what is under test)."""
 
     name = "typist"
     ready = True
@@ -231,15 +229,15 @@ async def test_decoding_stops_where_post_processing_cuts_and_within_the_budget()
     prefix, suffix = "def add(a, b):\n    ", "\n"
     request = InlineRequest(text=prefix + suffix, offset=len(prefix), invoked=False)
     backend = _TypingBackend(body)
-    engine = CompletionEngine(CompletionConfig(max_latency_ms=60_000), backend)
-    answer = await engine.complete(request, CancelToken())
+    completer = Completer(CompletionConfig(max_latency_ms=60_000), backend)
+    answer = await completer.complete(request, CancelToken())
     assert answer.text == "total = a + b\n    return total"
     assert answer.finish_reason == "stop"
     assert backend.emitted == len("total = a + b\n    return total\n\n")  # not the whole body
     slow = _TypingBackend("total = a + b\n    return total + " + "x" * 10_000)
-    engine = CompletionEngine(CompletionConfig(max_latency_ms=200), slow)
+    completer = Completer(CompletionConfig(max_latency_ms=200), slow)
     started = time.perf_counter()
-    answer = await engine.complete(request, CancelToken())
+    answer = await completer.complete(request, CancelToken())
     assert time.perf_counter() - started < 2.0
     assert answer.finish_reason == "deadline"
     assert answer.text == "total = a + b"  # the last complete line, not the partial one

@@ -1,6 +1,6 @@
 """One inline completion: checks, window, cache, model, post-processing.
 
-The engine is the same for the language server and `council complete`; the server adds
+The completer is the same for the language server and `council complete`; the server adds
 positions, superseding and the LSP types around it. Its order of work is cheapest first, so
 that the commonest answers (nothing, or something cached) cost no model time:
 
@@ -79,7 +79,7 @@ class InlineAnswer:
         return self.reason in ("cached", "typed-through")
 
 
-class CompletionEngine:
+class Completer:
     def __init__(
         self, config: CompletionConfig, backend: Backend, cache: CompletionCache | None = None
     ) -> None:
