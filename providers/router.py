@@ -143,6 +143,8 @@ class Router:
             result = await self._call(slot, slot.provider.chat, asked)
 
             async def retry(again: ChatRequest) -> Result:
+                # a repair is a call like any other: the budget is checked before it goes out
+                self._check_budget(slot.ledger, slot.tier, again.text())
                 again = again.model_copy(update={"model": slot.tier.model})
                 return await self._call(slot, slot.provider.chat, again)
 
