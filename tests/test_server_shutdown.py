@@ -13,6 +13,7 @@ from pygls.exceptions import JsonRpcException
 from providers.loopback import LoopbackProvider
 from tests.lsp_harness import Editor, start_editor
 from tests.scenarios import MODELS, STUB, plan, server_env, write_config
+from tests.waits import async_wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -44,8 +45,8 @@ async def test_shutdown_during_a_run_answers_and_stops_the_run(
     server.script(slow, model="orch")
     uri = editor.open("mathx.py")
     run = asyncio.ensure_future(editor.command("council.generate", {"uri": uri, "symbol": "add"}))
-    while not server.requests:
-        await asyncio.sleep(0.02)  # the run is in flight once the orchestrator is asked
+    # the run is in flight once the orchestrator is asked
+    await async_wait_until(lambda: server.requests, 10, "the orchestrator's request")
     answer = await asyncio.wait_for(editor.client.shutdown_async(None), 10)
     assert answer is None  # the shutdown request succeeded
     with pytest.raises((JsonRpcException, asyncio.CancelledError)):
