@@ -257,6 +257,12 @@ class CouncilConfig(_Strict):
         description="Failed passes after which the generator's next tier writes the next "
         "candidate (and the one after, after as many more).",
     )
+    confirm_edits: bool = Field(
+        True,
+        description="Send Generate's edits and Debug's fixes as changes the user confirms: "
+        "VS Code shows its refactor preview, Neovim a diff with accept and reject keys. Off: "
+        "applied at once (still versioned, so a changed document is never overwritten).",
+    )
 
 
 class SandboxLimits(_Strict):
@@ -421,6 +427,23 @@ class CompletionConfig(_Strict):
     timeout_secs: float = Field(
         5.0, gt=0, description="A provider slower than this, in seconds, gives no suggestion."
     )
+    trigger: Literal["automatic", "manual"] = Field(
+        "automatic",
+        description="`automatic`: suggestions appear as you type; `manual`: only when asked "
+        "(VS Code's Trigger Inline Suggestion, Neovim's invoke key).",
+    )
+    candidates: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Suggestions per request (duplicates removed) that the editor can cycle "
+        "through; more than one samples the others at a higher temperature.",
+    )
+    workspace_context: bool = Field(
+        True,
+        description="Add the workspace chunks that best match the code around the cursor (BM25 "
+        "over identifiers, from the workspace index) to the snippet budget.",
+    )
 
     @field_validator("backend")
     @classmethod
@@ -435,6 +458,30 @@ class CompletionConfig(_Strict):
 
 def _default_providers() -> dict[str, ProviderConfig]:
     return {"ollama": ProviderConfig(base_url="http://localhost:11434/v1", local=True)}
+
+
+class WorkspaceConfig(_Strict):
+    """The workspace index: the project's Python files, chunked and searchable by identifier,
+    for completions and for the council's researcher and generator."""
+
+    index: bool = Field(True, description="Keep an index of the workspace's Python files.")
+    max_files: int = Field(
+        20_000, ge=0, description="Files indexed at most; the rest are left out (and counted)."
+    )
+    max_file_kb: int = Field(
+        512, ge=1, description="Larger files (generated code, data) are not indexed."
+    )
+    exclude: tuple[str, ...] = Field(
+        (".git", ".venv", "venv", "node_modules", "__pycache__", "build", "dist", ".tox"),
+        description="Folder names never indexed, wherever they are.",
+    )
+    council_context_tokens: int = Field(
+        1500,
+        ge=0,
+        le=16_000,
+        description="Workspace code given to the researcher and the generator (definitions "
+        "of the names the target uses, similar functions, the tests that exercise it).",
+    )
 
 
 class Settings(_Strict):
@@ -458,3 +505,4 @@ class Settings(_Strict):
         SandboxLimits(), description="Limits for running generated code and tests."
     )
     deliberate: DeliberateConfig = Field(DeliberateConfig(), description=DeliberateConfig.__doc__)
+    workspace: WorkspaceConfig = Field(WorkspaceConfig(), description=WorkspaceConfig.__doc__)
