@@ -23,7 +23,7 @@ from council.schemas import (
     TestReport,
 )
 
-PROMPT_VERSION = "2026-12-01.1"
+PROMPT_VERSION = "2026-12-02.1"
 
 ORCHESTRATOR_DECOMPOSE = """\
 You are the orchestrator of a small team of coding agents: a researcher, a generator, a
@@ -114,6 +114,32 @@ def describe_request(request: CouncilRequest) -> str:
     return "\n".join(p for p in parts if p)
 
 
+_REASONS = {
+    "definition": "definition of `{name}`, which the code uses",
+    "test": "test exercising it: `{name}`",
+    "similar": "similar code: `{name}`",
+}
+
+
+def workspace_code(request: CouncilRequest) -> str:
+    """The workspace code the server's index picked (definitions of the names the target
+    uses, tests that exercise it, similar functions), for the researcher and the generator:
+    they need the real signatures and conventions of code they cannot see otherwise."""
+    snippets = request.context.workspace_snippets
+    if not snippets:
+        return ""
+    parts = [
+        "## Workspace code (other files of the project, for reference: use these names and "
+        "signatures, do not rewrite them)"
+    ]
+    for s in snippets:
+        why = _REASONS[s.reason].format(name=s.name)
+        parts.append(
+            f"### {s.path}:{s.start_line}-{s.end_line} ({why})\n```python\n{s.text.rstrip()}\n```"
+        )
+    return "\n".join(parts) + "\n"
+
+
 def dump(model: object) -> str:
     if hasattr(model, "model_dump"):
         return json.dumps(model.model_dump(exclude_none=True), indent=1)
@@ -130,11 +156,14 @@ def _numbered(text: str) -> str:
 
 def research_prompt(request: CouncilRequest, plan: Plan, feedback: list[str]) -> str:
     return "\n".join(
-        [
+        p
+        for p in [
             describe_request(request),
+            workspace_code(request),
             f"## Plan\n{dump(plan)}",
             _block("Feedback from the orchestrator", "\n".join(feedback)),
         ]
+        if p
     )
 
 
@@ -148,6 +177,7 @@ def generate_prompt(
 ) -> str:
     parts = [
         describe_request(request),
+        workspace_code(request),
         f"## Plan\n{dump(plan)}",
         f"## Tech manifest\n{dump(manifest)}" if manifest else "",
         f"## Write the code to\n{target_path}\n",

@@ -34,6 +34,19 @@ class RelatedFile(BaseModel):
     text: str
 
 
+class WorkspaceSnippet(BaseModel):
+    """Code from another file of the workspace, picked for the request from the workspace
+    index (`council.workspace.council_context`): the definition of a name the target uses,
+    a test that exercises it, or a similar function."""
+
+    path: str
+    start_line: int = Field(description="1-based, inclusive")
+    end_line: int
+    reason: Literal["definition", "test", "similar"]
+    name: str
+    text: str
+
+
 class RequestContext(BaseModel):
     """What the editor (or CLI) knows about where the request comes from."""
 
@@ -44,6 +57,7 @@ class RequestContext(BaseModel):
     symbol_kind: str | None = None
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     related_files: list[RelatedFile] = Field(default_factory=list)
+    workspace_snippets: list[WorkspaceSnippet] = Field(default_factory=list)
     failing_test: str | None = None
     traceback: str | None = None
 

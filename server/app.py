@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from providers.loading import LoadedSettings
     from providers.router import Router
     from providers.settings import Settings
+    from server.features.workspace import WorkspaceIndex
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class CouncilServer(LanguageServer):
         # missing sandbox layers are shown once (server/run_tracking.py)
         self.sandbox_checked = False
         self.council_diagnostics: dict[str, Any] = {}  # uri -> diagnostics.Published
+        # the workspace index and what feeds it (server/features/workspace.py)
+        self.workspace_index: WorkspaceIndex | None = None
         self._env = env
         self._epoch: RouterEpoch | None = None
         self.loaded: LoadedSettings | None = None
@@ -247,9 +250,11 @@ def build_server(*, env: dict[str, str] | None = None) -> CouncilServer:
         documents,
         inline_completion,
         lifecycle,
+        workspace,
     )
 
     server = CouncilServer(env=env)
-    for feature in (lifecycle, documents, code_actions, commands, inline_completion, debug_state):
+    features = (lifecycle, documents, code_actions, commands, inline_completion, debug_state)
+    for feature in (*features, workspace):
         feature.setup(server)
     return server

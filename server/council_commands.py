@@ -64,6 +64,10 @@ def _context(server: CouncilServer, args: FileArgs, text: str) -> tuple[RequestC
         failing_test=args.failing_test,
         traceback=args.traceback,
     )
+    if server.workspace_index is not None:  # definitions, tests, similar code from the index
+        ctx.workspace_snippets = server.workspace_index.council_snippets(
+            args.uri, text, symbol, selection
+        )
     return ctx, symbol
 
 

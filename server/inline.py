@@ -213,6 +213,7 @@ class InlineCompletions:
             selected=selected,
             path=str(path) if path else None,
             others=others,
+            related=ls.workspace_index.related(uri) if ls.workspace_index else None,
         )
 
     def _result(

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from council.completion import postprocess as pp
 from council.completion.backends import Backend, BackendUnavailable, CancelToken, ModelAnswer
 from council.completion.cache import CompletionCache, Key
-from council.completion.context import LineTokenCounter, OtherDocument, build_window
+from council.completion.context import LineTokenCounter, OtherDocument, Related, build_window
 from providers.errors import ProviderError
 from providers.settings import CompletionConfig
 
@@ -55,6 +55,7 @@ class InlineRequest:
     selected: Selected | None = None
     path: str | None = None  # for privacy rules
     others: Callable[[], Iterable[OtherDocument]] | None = None  # for snippets, called lazily
+    related: Related | None = None  # workspace chunks for the snippets (the workspace index)
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Completer:
             count=self._count,
             others=others,
             snippet_budget=cfg.snippet_tokens if cfg.snippets else 0,
+            related=request.related if cfg.workspace_context else None,
         )
         scope = f"{self._scope}|{mode}|{hash(window.snippets)}"
         hit = self.cache.get(scope, prefix, suffix)

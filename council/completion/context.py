@@ -10,12 +10,18 @@ file's imports that fell out of the window, and the signatures of functions and 
 defined in other open Python documents whose names the prefix uses (`# geometry.py: def
 area(shape):`). Names are read from the prefix *before the cursor's line*, so typing on a
 line does not change the snippets (and with them the cached prompt).
+
+With a `related` lookup (the workspace index, `council.workspace.completion`), what is left
+of the budget goes to the workspace chunks that best match the window's code above the
+cursor's line, as comment lines under their path (`# pkg/geometry.py:` then `# def ...`):
+commented, so they cannot change how the code after them parses, and placed first, so the
+current file's imports and the signatures stay next to the window.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 Counter = Callable[[str], int]
@@ -175,25 +181,51 @@ class OtherDocument:
     definitions: list[Definition]
 
 
+@dataclass(frozen=True)
+class RelatedQuery:
+    """What the workspace index is asked for: the window's code above the cursor's line
+    (the last `QUERY_LINES`; typing on a line does not change it) and the window's lines in
+    the document (0-based, inclusive), whose own chunks it need not repeat."""
+
+    text: str
+    first_line: int
+    last_line: int
+
+
+@dataclass(frozen=True)
+class RelatedCode:
+    label: str  # where it comes from, e.g. the path relative to the workspace
+    code: str
+
+
+Related = Callable[[RelatedQuery], Sequence[RelatedCode]]
+QUERY_LINES = 30
+_MIN_RELATED_LINES = 2  # a chunk shows at least its first lines, or not at all
+
+
 def snippets(
     before_window: str,
     window_before_line: str,
     others: Iterable[OtherDocument],
     budget: int,
     count: Counter,
+    *,
+    related: Related | None = None,
+    query: RelatedQuery | None = None,
 ) -> str:
-    """Imports that fell out of the window, then signatures of names the prefix uses."""
+    """Workspace chunks like the code above the cursor (when `related` is given), imports
+    that fell out of the window, then signatures of names the prefix uses."""
     if budget <= 0:
         return ""
     lines: list[str] = []
     used = 0
 
-    def add(line: str) -> bool:
+    def add(line: str, into: list[str] = lines) -> bool:
         nonlocal used
         cost = count(line + "\n")
         if used + cost > budget:
             return False
-        lines.append(line)
+        into.append(line)
         used += cost
         return True
 
@@ -214,7 +246,22 @@ def snippets(
     for _, label, signature in wanted:
         if not add(f"# {label}: {signature}"):
             break
-    return "".join(line + "\n" for line in lines)
+    chunks: list[str] = []
+    if related is not None and query is not None:
+        for item in related(query):
+            block: list[str] = []
+            body = item.code.rstrip("\n").split("\n")
+            wanted = [f"# {item.label}:", *(f"# {x}".rstrip() for x in body)]
+            for line in wanted:
+                if not add(line, block):
+                    break
+            if len(block) == len(wanted) or len(block) > _MIN_RELATED_LINES:
+                chunks += block
+            if len(block) < len(wanted):  # the budget is spent
+                if len(block) <= _MIN_RELATED_LINES:  # too little of it fit: give that back
+                    used -= sum(count(line + "\n") for line in block)
+                break
+    return "".join(line + "\n" for line in [*chunks, *lines])
 
 
 @dataclass(frozen=True)
@@ -235,18 +282,32 @@ def build_window(
     others: Iterable[OtherDocument] = (),
     snippet_budget: int = 0,
     prefix_share: float = 0.75,
+    related: Related | None = None,
 ) -> Window:
     """Cut the window within `budget` tokens; snippets come out of the prefix's share."""
     suffix_budget = int(budget * (1 - prefix_share))
     prefix_budget = budget - suffix_budget
     head = fit_prefix(prefix, prefix_budget, count)
+    tail = fit_suffix(suffix, suffix_budget, count)
     extra = ""
     if snippet_budget > 0:
         cursor_line = head.rfind("\n") + 1
         before = prefix[: len(prefix) - len(head)]
+        query = None
+        if related is not None:
+            first = prefix.count("\n", 0, len(before))
+            above = head[:cursor_line].split("\n")[-QUERY_LINES - 1 :]
+            last = first + head.count("\n") + tail.count("\n")
+            query = RelatedQuery("\n".join(above), first, last)
         extra = snippets(
-            before, head[:cursor_line], others, min(snippet_budget, prefix_budget // 2), count
+            before,
+            head[:cursor_line],
+            others,
+            min(snippet_budget, prefix_budget // 2),
+            count,
+            related=related,
+            query=query,
         )
         if extra:
             head = fit_prefix(prefix, prefix_budget - count(extra), count)
-    return Window(extra + head, fit_suffix(suffix, suffix_budget, count), extra)
+    return Window(extra + head, tail, extra)

@@ -59,6 +59,16 @@ async def _run(args: argparse.Namespace) -> int:
         return 2
     request = CouncilRequest(query=" ".join(args.query), mode=args.mode, context=context)
     settings = load(args).settings
+    if context.file_text and settings.workspace.index:  # the editor's workspace context, once
+        from council.workspace.council_context import one_shot
+
+        request.context.workspace_snippets = one_shot(
+            root,
+            settings.workspace,
+            path=context.file_path,
+            text=context.file_text,
+            symbol=args.symbol,
+        )
     providers = build_providers(settings)
     router = Router(settings, providers, workspace=root)
     err = Console(stderr=True)

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from slm_council.commands.bench import council, humaneval, inline, router, server, train
+from slm_council.commands.bench import (
+    council,
+    humaneval,
+    inline,
+    router,
+    server,
+    train,
+    workspace,
+)
 
 #: In the order `council bench --help` lists them.
-BENCHMARKS = (router, council, server, train, inline, humaneval)
+BENCHMARKS = (router, council, server, train, inline, workspace, humaneval)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
