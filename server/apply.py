@@ -4,6 +4,13 @@ Every edit names the document version it was computed against, so an editor that
 changed the document since then rejects it instead of clobbering what the user typed. When the
 document changed while the council ran, a generated function is re-anchored on its name in
 the current text; anything that cannot be re-anchored is not applied, and the user is told.
+
+With `council.confirm_edits` (and a client that honours LSP change annotations), Generate's
+edit and Debug's fix are sent for review: every text edit refers to one change annotation
+that needs confirmation, so VS Code opens its refactor preview and the Neovim plugin its
+diff window, and nothing changes unless the user accepts. Add tests is not reviewed: it only
+adds (a new test file, or definitions appended to one, existing names skipped) and never
+rewrites the user's code; the editor opens the result unsaved, which is review enough.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+import attrs
 from lsprotocol import types
 from pygls.uris import from_fs_path
 
@@ -247,3 +256,78 @@ def plan_tests(
         f"Appended to {rel}{note}.",
         uri,
     )
+
+
+# -- review before apply --------------------------------------------------------------------------
+
+REVIEW = "council.review"  # the one change annotation of a reviewed edit
+REJECTED = "rejected in review"
+
+
+def client_reviews(capabilities: types.ClientCapabilities | None) -> bool:
+    """Whether the client understands change annotations (and so `needsConfirmation`).
+
+    A client that does not would apply an annotated edit without asking, or refuse it; such
+    clients get the plain edit, as with `confirm_edits` off.
+    """
+    workspace = capabilities.workspace if capabilities else None
+    edit = workspace.workspace_edit if workspace else None
+    return edit is not None and edit.change_annotation_support is not None
+
+
+def for_review(
+    edit: types.WorkspaceEdit, label: str, description: str | None = None
+) -> types.WorkspaceEdit:
+    """The same edit, each change referring to one annotation that needs confirmation.
+
+    The documents' versions are kept: a reviewed edit is still refused by an editor whose
+    document changed since (while the council ran, or while the user was reviewing)."""
+    changes: list[Any] = []
+    for change in edit.document_changes or []:
+        if isinstance(change, types.TextDocumentEdit):
+            change = types.TextDocumentEdit(
+                text_document=change.text_document,
+                edits=[
+                    types.AnnotatedTextEdit(
+                        annotation_id=REVIEW, range=e.range, new_text=e.new_text
+                    )
+                    for e in change.edits
+                ],
+            )
+        else:  # CreateFile, RenameFile, DeleteFile
+            change = attrs.evolve(change, annotation_id=REVIEW)
+        changes.append(change)
+    return types.WorkspaceEdit(
+        document_changes=changes,
+        change_annotations={
+            REVIEW: types.ChangeAnnotation(
+                label=label, needs_confirmation=True, description=description or None
+            )
+        },
+    )
+
+
+def changed_since(edit: types.WorkspaceEdit, versions: dict[str, int | None]) -> bool:
+    """Whether a document the edit names is now at another version (``versions``: the
+    server's copy, uri -> version) than the edit was computed against."""
+    for change in edit.document_changes or []:
+        if isinstance(change, types.TextDocumentEdit):
+            named = change.text_document.version
+            if named is not None and versions.get(change.text_document.uri, named) != named:
+                return True
+    return False
+
+
+def refusal(failure_reason: str | None, reviewed: bool, changed: bool) -> str:
+    """Why an edit was not applied, in words for the result and the message.
+
+    VS Code answers a discarded refactor preview, and an edit it refused for a stale
+    version, alike: `applied: false` with no reason. The server tells them apart by its own
+    copy of the document: unchanged means the user said no."""
+    if failure_reason:
+        return failure_reason
+    if changed:
+        return "the document changed, so the editor refused the edit"
+    if reviewed:
+        return REJECTED
+    return "the editor refused it (the document changed?)"

@@ -36,6 +36,7 @@ from server.run_tracking import (
     apply_edit,
     document_text,
     result_markdown,
+    show,
     track,
     track_council,
     write_report,
@@ -71,6 +72,49 @@ def _context(server: CouncilServer, args: FileArgs, text: str) -> tuple[RequestC
     return ctx, symbol
 
 
+def reviews(server: CouncilServer) -> bool:
+    """Whether the council's edits go to the user for review (`council.confirm_edits`, and a
+    client that understands change annotations); otherwise they apply at once."""
+    return server.settings.council.confirm_edits and apply.client_reviews(
+        server.client_capabilities
+    )
+
+
+def _described(result: CouncilResult) -> str:
+    """The run's outcome, shown next to the change it asks the user to confirm."""
+    text = f"{result.status}: {result.summary}" if result.summary else result.status
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+async def send_edit(
+    server: CouncilServer, planned: apply.Planned, label: str, description: str
+) -> tuple[bool, str | None]:
+    """Send ``planned`` with `workspace/applyEdit`, for review when `reviews` says so.
+
+    Returns (applied, why not); why-not is None when there was no edit to send (the planned
+    message, shown to the user, says why). A rejection in review is the user's choice and is
+    not shown again; any other refusal is."""
+    if planned.edit is None:
+        show(server, types.MessageType.Warning, planned.message)
+        return False, None
+    reviewed = reviews(server)
+    edit = apply.for_review(planned.edit, label, description) if reviewed else planned.edit
+    try:
+        result = await server.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit, label=label)
+        )
+        applied, failure = bool(result.applied), result.failure_reason
+    except Exception as exc:  # an editor may answer with an error instead of applied: false
+        applied, failure = False, f"the editor failed to apply it ({exc})"
+    if applied:
+        return True, None
+    versions = {uri: doc.version for uri, doc in server.workspace.text_documents.items()}
+    reason = apply.refusal(failure, reviewed, apply.changed_since(planned.edit, versions))
+    if reason != apply.REJECTED:
+        show(server, types.MessageType.Warning, f"{label}: not applied: {reason}")
+    return False, reason
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
@@ -92,9 +136,19 @@ async def generate(server: CouncilServer, params: types.ExecuteCommandParams) ->
         planned = apply.plan_generate(
             args.uri, current, current_version, version, symbol, result.code.files[0].content
         )
-        applied = await apply_edit(server, planned, "Council: Generate")
-        message = planned.message if applied else "Not applied."
-        return f"{result.status}: {message}", {"applied": applied, "message": planned.message}
+        label = f"Council: Generate {symbol or 'the selection'}"
+        applied, reason = await send_edit(server, planned, label, _described(result))
+        if applied or reason is None:  # applied, or nothing to apply (planned.message says why)
+            return f"{result.status}: {planned.message}", {
+                "applied": applied,
+                "message": planned.message,
+            }
+        message = f"Not applied: {reason}."
+        return f"{result.status}: {message}", {
+            "applied": False,
+            "message": message,
+            "reason": reason,
+        }
 
     return await track_council(
         server,
@@ -175,6 +229,11 @@ async def debug(server: CouncilServer, params: types.ExecuteCommandParams) -> di
             fix = apply.plan_generate(
                 args.uri, current, current_version, version, symbol, result.code.files[0].content
             ).edit
+        if fix is not None and reviews(server):
+            # the quick fix is the code action's own edit: the editor applies it without
+            # asking the server, so the annotation must be on it from the start
+            what = symbol or ctx.file_path or "the file"
+            fix = apply.for_review(fix, f"Council: Debug fix for {what}", _described(result))
         publish(server, args.uri, current_version, bugs, current.splitlines(), fix)
         return f"{len(bugs)} bug(s) found. {result.summary}", {"bugs": len(bugs)}
 

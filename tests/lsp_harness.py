@@ -178,7 +178,11 @@ async def start_editor(
     *,
     initialization_options: Any = None,
     configuration: dict[str, Any] | None = None,
+    change_annotations: bool = False,
 ) -> Editor:
+    """Start `council lsp` and initialize it as an editor would. ``change_annotations``
+    advertises `workspace.workspaceEdit.changeAnnotationSupport` (as VS Code does), which
+    makes the server send its edits for review (`council.confirm_edits`)."""
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "slm_council", "lsp"], server_env=env
     )
@@ -201,6 +205,11 @@ async def start_editor(
                     workspace_edit=types.WorkspaceEditClientCapabilities(
                         document_changes=True,
                         resource_operations=[types.ResourceOperationKind.Create],
+                        change_annotation_support=(
+                            types.ChangeAnnotationsSupportOptions(groups_on_label=True)
+                            if change_annotations
+                            else None
+                        ),
                     ),
                 ),
             ),

@@ -180,6 +180,9 @@ def test_generate_inside_a_method_resolves_the_qualified_name(
     )
     fixed = stub.replace("raise NotImplementedError", "self.items.append(item)")
     (workspace / "shapes.py").write_text(stub, encoding="utf-8")
+    # confirm_edits off: the edit applies at once (the review window is test_neovim_review.py's)
+    config = council_toml(lb.base_url, "[council]\nconfirm_edits = false\n")
+    (tmp_path / "cfg" / "council.toml").write_text(config, encoding="utf-8")
     lb.script(plan("generator"), synth("APPROVE", 0.95), model="orch")
     lb.script(Reply(content=json.dumps({"summary": "append", "apis": []})), model="res")
     lb.script(

@@ -24,6 +24,9 @@ from tests.vscode.harness import Workbench, chat, server_started
 from tests.waits import wait_until
 
 pytestmark = pytest.mark.timeout(300)
+# These apply edits without the refactor preview (`council.confirm_edits` off), which covers
+# the setting's off state; the preview itself is test_review.py's.
+APPLIED_AT_ONCE = pytest.mark.vscode_settings({"council.council.confirm_edits": False})
 
 
 def test_inline_suggestion_appears_as_ghost_text_and_tab_accepts_it(
@@ -55,6 +58,7 @@ def test_inline_suggestion_appears_as_ghost_text_and_tab_accepts_it(
     assert fim, "no completion request reached the provider"
 
 
+@APPLIED_AT_ONCE
 def test_debug_publishes_diagnostics_and_the_quick_fix_repairs_the_code(
     vscode: Workbench, workspace: Path, lb: LoopbackProvider
 ) -> None:
@@ -103,6 +107,7 @@ def test_debug_publishes_diagnostics_and_the_quick_fix_repairs_the_code(
     bench.shot("fixed")
 
 
+@APPLIED_AT_ONCE
 def test_generate_code_action_replaces_the_function_and_keeps_typing_during_the_run(
     vscode: Workbench, workspace: Path, lb: LoopbackProvider
 ) -> None:

@@ -251,6 +251,8 @@ export interface RunResult {
   summary?: string;
   message?: string;
   applied?: boolean;
+  /** Why an edit was not applied, e.g. "rejected in review" (council.confirm_edits). */
+  reason?: string;
   testFile?: string;
   passed?: number;
   failed?: number;
@@ -279,7 +281,10 @@ export function outcome(title: string, r: RunResult | null | undefined): string 
     return `${title}: ${r.bugs} bug(s) found; see the Problems panel for fixes.`;
   }
   if (r.applied !== undefined) {
-    return r.applied ? `${title}: ${r.message ?? "applied"}` : `${title}: not applied.`;
+    if (r.applied) {
+      return `${title}: ${r.message ?? "applied"}`;
+    }
+    return r.reason ? `${title}: not applied: ${r.reason}.` : `${title}: not applied.`;
   }
   if (r.finalAnswer) {
     const first = r.finalAnswer.trim().split("\n")[0];

@@ -25,6 +25,14 @@ local defaults = {
     keymaps = { accept = "<Tab>", dismiss = "<C-]>", next = "<M-]>", prev = "<M-[>", trigger = "<M-\\>" },
     hl_group = "Comment",
   },
+  -- Review before apply (the server's `council.confirm_edits`, on by default): Generate's
+  -- edits and Debug's fixes open in a floating diff first. Keys are a key or a list of
+  -- keys; false applies edits at once (the plugin then does not advertise change
+  -- annotations, so the server sends plain edits).
+  review = {
+    keys = { accept = { "a", "<CR>" }, reject = { "r", "q", "<Esc>" } },
+    border = "rounded",
+  },
   -- Called with (title, message) for run results; default: vim.notify.
   notify = nil,
 }
@@ -47,6 +55,10 @@ local function validate(opts)
   vim.validate("cmd_env", opts.cmd_env, "table", true)
   vim.validate("notify", opts.notify, "function", true)
   vim.validate("inline", opts.inline, { "table", "boolean" })
+  vim.validate("review", opts.review, { "table", "boolean" })
+  if type(opts.review) == "table" then
+    vim.validate("review.keys", opts.review.keys, "table")
+  end
   if type(opts.inline) == "table" then
     vim.validate("inline.debounce_ms", opts.inline.debounce_ms, "number")
     vim.validate("inline.keymaps", opts.inline.keymaps, "table")
@@ -251,6 +263,17 @@ function M.setup(opts)
   capabilities.textDocument = capabilities.textDocument or {}
   capabilities.textDocument.inlineCompletion = capabilities.textDocument.inlineCompletion
     or { dynamicRegistration = false }
+  local handlers = nil
+  if opts.review then
+    -- Neovim 0.11 advertises no changeAnnotationSupport; with it the server sends edits that
+    -- need confirmation, which council.review shows before applying
+    capabilities.workspace = capabilities.workspace or {}
+    capabilities.workspace.workspaceEdit = capabilities.workspace.workspaceEdit or {}
+    capabilities.workspace.workspaceEdit.changeAnnotationSupport = { groupsOnLabel = false }
+    local review = require("council.review")
+    review.setup(opts.review)
+    handlers = { ["workspace/applyEdit"] = review.handler }
+  end
   local settings = opts.settings
   vim.lsp.config(M.name, {
     cmd = opts.cmd,
@@ -258,6 +281,7 @@ function M.setup(opts)
     filetypes = opts.filetypes,
     root_markers = opts.root_markers,
     capabilities = capabilities,
+    handlers = handlers,
     init_options = { council = settings },
     settings = { council = settings },
   })

@@ -124,6 +124,10 @@ test("outcome describes each kind of result; failures are left to the server", (
   );
   assert.equal(outcome("T", { status: "approved", bugs: 3 }), "T: 3 bug(s) found; see the Problems panel for fixes.");
   assert.equal(outcome("T", { status: "approved", applied: false }), "T: not applied.");
+  assert.equal(
+    outcome("T", { status: "approved", applied: false, reason: "rejected in review", message: "Not applied: rejected in review." }),
+    "T: not applied: rejected in review.",
+  );
   assert.equal(outcome("T", { status: "approved", summary: "ok", report: "file:///r.md" }), "T: ok");
   assert.equal(outcome("T", null), "T: no answer from the server.");
   assert.equal(outcome("T", { status: "approved", finalAnswer: "Use a dict.\nMore." }), "T: approved: Use a dict.");
