@@ -25,7 +25,7 @@ from lsprotocol import types
 from pygls.uris import from_fs_path
 
 from council.schemas import TestSuite
-from council.symbols import Symbol, find_symbol, reindent, symbol_source
+from council.symbols import Symbol, find_symbol, parse, reindent, split_lines, symbol_source
 
 
 @dataclass
@@ -90,6 +90,35 @@ def missing_imports(current: str, generated: str) -> list[str]:
     return [i for i in _imports(generated) if " ".join(i.split()) not in have]
 
 
+def keep_docstring(code: str, before: tuple[str, int] | None) -> str:
+    """`code` (one definition, dedented) with the user's docstring when the model dropped it.
+
+    Generate starts from a stub whose docstring is the specification; a model that answers
+    with the body alone must not delete what the user wrote. A docstring the model kept or
+    rewrote is left as it is.
+    """
+    new_tree, old_tree = parse(code), parse(before[0]) if before else None
+    if new_tree is None or old_tree is None or not new_tree.body or not old_tree.body:
+        return code
+    new_def, old_def = new_tree.body[0], old_tree.body[0]
+    definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+    if not isinstance(new_def, definition) or not isinstance(old_def, definition):
+        return code
+    doc = old_def.body[0] if ast.get_docstring(old_def, clean=False) is not None else None
+    if doc is None or ast.get_docstring(new_def, clean=False) is not None or not new_def.body:
+        return code
+    old_lines = split_lines(before[0]) if before else []
+    doc_lines = [line.rstrip("\r\n") for line in old_lines[doc.lineno - 1 : doc.end_lineno]]
+    lines = [line.rstrip("\r\n") for line in split_lines(code)]
+    first = new_def.body[0]
+    body_indent = " " * first.col_offset
+    moved = reindent("\n".join(doc_lines), body_indent)
+    if first.lineno == new_def.lineno:  # `def f(): return 1`: the body shares the def line
+        return code
+    at = first.lineno - 1
+    return "\n".join([*lines[:at], *moved, *lines[at:]]) + "\n"
+
+
 def plan_generate(
     uri: str,
     current_text: str,
@@ -112,7 +141,8 @@ def plan_generate(
             )
         original = lines[anchor.start] if anchor.start < len(lines) else ""
         indent = original[: len(original) - len(original.lstrip())]
-        replacement = "\n".join(reindent(found[0], indent))
+        code = keep_docstring(found[0], symbol_source(current_text, symbol))
+        replacement = "\n".join(reindent(code, indent))
         edits = [
             types.TextEdit(range=_line_range(lines, anchor.start, anchor.end), new_text=replacement)
         ]

@@ -55,6 +55,8 @@ def message_problem(message: Any, response_type: type | None = None) -> str | No
     if "method" in message:
         method = message["method"]
         kinds = types.METHOD_TO_TYPES.get(method)
+        if kinds is None and method in COUNCIL_NOTIFICATIONS:
+            return COUNCIL_NOTIFICATIONS[method](message)
         if kinds is None:
             return None if str(method).startswith("$/") else f"unknown method {method!r}"
         problem = _round_trip(message, kinds[0])
@@ -67,6 +69,26 @@ def message_problem(message: Any, response_type: type | None = None) -> str | No
     if "error" in message:
         return _round_trip(message, types.ResponseErrorMessage)
     return None if response_type is None else _round_trip(message, response_type)
+
+
+def _runs_changed(message: dict[str, Any]) -> str | None:
+    params = message.get("params")
+    if "id" in message:
+        return "council/runsChanged is a notification, sent with an id"
+    if (
+        not isinstance(params, dict)
+        or not isinstance(params.get("sessionId"), str)
+        or not isinstance(params.get("status"), str)
+        or params.get("event") not in ("started", "stage", "finished")
+        or not isinstance(params.get("stage"), str | None)
+    ):
+        return f"council/runsChanged: bad params {json.dumps(params)[:300]}"
+    return None
+
+
+#: the server's own notifications, which lsprotocol does not know (README, "The language
+#: server"): method -> the check of one message
+COUNCIL_NOTIFICATIONS = {"council/runsChanged": _runs_changed}
 
 
 def _round_trip(data: dict[str, Any], kind: type) -> str | None:

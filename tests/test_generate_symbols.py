@@ -146,3 +146,15 @@ async def test_a_position_inside_a_method_resolves_to_the_qualified_name(
     assert editor.text(uri) == PUSHED
     begin = editor.client.progress_reports["tok-push"][0]
     assert begin.title == "Council: Generate Stack.push"
+
+
+def test_the_users_docstring_survives_an_answer_without_one() -> None:
+    body_only = "def inner(y):\n    return x + y\n"
+    planned = plan_generate("file:///ws/shapes.py", SHAPES, 4, 4, "outer.inner", body_only)
+    assert planned.edit is not None, planned.message
+    (change,) = planned.edit.document_changes or []
+    assert apply_text_edits(SHAPES, change.edits) == INNER  # type: ignore[union-attr]
+    rewritten = 'def inner(y):\n    """Sum."""\n    return x + y\n'
+    planned = plan_generate("file:///ws/shapes.py", SHAPES, 4, 4, "outer.inner", rewritten)
+    (change,) = planned.edit.document_changes or []  # type: ignore[union-attr]
+    assert '"""Sum."""' in apply_text_edits(SHAPES, change.edits)  # type: ignore[union-attr]

@@ -158,6 +158,52 @@ function scenarios.health()
   out.health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
 end
 
+-- :CouncilRuns after a Generate run: the run with its stages, candidate and tests; <CR> on
+-- the candidate opens the diff, <CR> on the run its report.
+function scenarios.runs()
+  if not attach(ws .. "/mathx.py") then return end
+  local runs = require("council.runs")
+  vim.api.nvim_win_set_cursor(0, { 2, 4 })
+  vim.cmd("CouncilGenerate")
+  check(vim.wait(25000, function()
+    for _, m in ipairs(_G.council_messages or {}) do if m:find("council.generate", 1, true) then return true end end
+  end, 50), "no result message for :CouncilGenerate")
+  out.changes_before = runs.changes
+  vim.cmd("CouncilRuns")
+  local function listed()
+    return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  end
+  check(vim.wait(10000, function() return listed():find("Candidates", 1, true) ~= nil end, 50),
+    ":CouncilRuns never listed the run's candidates")
+  out.list = listed()
+  out.list_buffer = vim.api.nvim_buf_get_name(0)
+  -- a council/runsChanged while the list is shown redraws it
+  local drawn = runs.rendered
+  vim.lsp.handlers["council/runsChanged"](nil, { sessionId = "x", status = "running", event = "started" }, {})
+  out.redrawn = vim.wait(5000, function() return runs.rendered > drawn end, 20)
+  local cand = vim.fn.search("c1 (pass 1)", "n")
+  check(cand > 0, "no candidate line")
+  if cand == 0 then return end
+  vim.api.nvim_win_set_cursor(0, { cand, 4 })
+  vim.api.nvim_feedkeys(vim.keycode("<CR>"), "x", false)
+  check(vim.wait(5000, function() return vim.wo.diff end, 20), "<CR> on the candidate opened no diff")
+  out.diff = {}
+  for _, win in ipairs(vim.api.nvim_tabpage_list_wins(0)) do
+    local b = vim.api.nvim_win_get_buf(win)
+    table.insert(out.diff, { name = vim.api.nvim_buf_get_name(b), diff = vim.wo[win].diff,
+      text = table.concat(vim.api.nvim_buf_get_lines(b, 0, -1, false), "\n") })
+  end
+  vim.cmd("tabclose")
+  local list_win = vim.fn.bufwinid("council://runs")
+  vim.api.nvim_set_current_win(list_win)
+  vim.api.nvim_win_set_cursor(0, { 3, 0 }) -- the run's first line
+  vim.api.nvim_feedkeys(vim.keycode("<CR>"), "x", false)
+  check(vim.wait(5000, function() return vim.api.nvim_buf_get_name(0):find("report.md", 1, true) ~= nil end, 20),
+    "<CR> on the run opened no report")
+  out.report = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  out.changes = runs.changes
+end
+
 local ok, err = xpcall(scenarios[os.getenv("COUNCIL_SCENARIO")], debug.traceback)
 if not ok then
   table.insert(out.errors, tostring(err))

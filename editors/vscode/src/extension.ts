@@ -7,6 +7,7 @@ import * as vscode from "vscode";
 
 import { fileArgs, ProviderRow } from "./logic";
 import { Runs } from "./runs";
+import { RunsView } from "./runView";
 import { CouncilServer } from "./server";
 import { StatusItem } from "./status";
 
@@ -25,6 +26,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<Counci
   const runs = new Runs(server);
   const status = new StatusItem(server);
   runs.onFinished(() => void status.refresh(true));
+  // the Council view in the activity bar: every run the server remembers (runView.ts)
+  context.subscriptions.push(new RunsView(server));
   context.subscriptions.push(output, server, status);
 
   const fileCommand = (serverCommand: string) => async () => {

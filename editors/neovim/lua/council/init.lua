@@ -288,6 +288,7 @@ function M.setup(opts)
   vim.lsp.enable(M.name)
   local group = vim.api.nvim_create_augroup("council", { clear = true })
   create_commands()
+  require("council.runs").setup() -- :CouncilRuns, refreshed on council/runsChanged
   setup_progress(group)
   if opts.inline.enabled then
     require("council.inline").setup(opts.inline, group)
