@@ -94,6 +94,10 @@ async def lsp_demo() -> int:
     def log_message(params: types.LogMessageParams) -> None:
         return None
 
+    @client.feature("council/runsChanged")
+    def runs_changed(params: Any) -> None:
+        return None  # the editors' run views refresh on it; the demo prints the progress
+
     print(f"== council lsp on a copy of the demo workspace: {root}")
     started = time.perf_counter()
     await client.start_io(sys.executable, "-m", "slm_council", "lsp")

@@ -19,6 +19,26 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["run_started", "stage_started", "stage_finished", "pass_started", "run_finished"]
 
+#: how much of each prompt and answer a `CallNote` keeps (its head and its tail)
+NOTE_CHARS = 4000
+
+
+class CallNote(BaseModel):
+    """One model call of a finished stage, as the run's transcript records it, with its
+    prompt and answer cut to about `NOTE_CHARS`: a live view of a run (the editors' run view)
+    shows what each call asked and got before the result, with its full transcript, exists,
+    and still has it when the run is cancelled or crashes and no result comes."""
+
+    stage: str
+    role: str
+    pass_no: int = 0
+    provider: str | None = None
+    model: str | None = None
+    prompt: str = ""
+    response: str = ""
+    error: str | None = None
+    seconds: float = 0.0
+
 
 class Event(BaseModel):
     kind: Kind
@@ -33,6 +53,11 @@ class Event(BaseModel):
     percent: int = Field(0, ge=0, le=100)
     tokens_so_far: int = 0
     cost_so_far: float = 0.0
+    # stage_finished only: the stage's own share of the run's usage (the ledger's calls of
+    # its role that no earlier stage claimed) and its calls' transcript, cut to NOTE_CHARS
+    stage_tokens: int = 0
+    stage_cost: float = 0.0
+    calls: list[CallNote] = Field(default_factory=list)
     at: float = Field(default_factory=time.monotonic)
 
 

@@ -13,6 +13,12 @@ the session id it registered for cancellation was not the one the run reported. 
   the run really ended: its status, ``cancelled`` when it was cancelled, ``failed`` (with
   the exception named) when it crashed,
 * and writes the final usage, cost and duration into the result.
+
+A ``stage_finished`` event also says what that stage cost and asked: the ledger's calls of
+its role not yet claimed by an earlier stage (exact for calls made one after another; when
+two calls of one role overlap, the first to finish may claim both, and the run's totals
+stay right) and the transcript entries added since the previous ``stage_finished`` (a
+stage's call appends its entry and announces the stage in one step, with no await between).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from council.events import Event, Events
+from council.events import NOTE_CHARS, CallNote, Event, Events
 from council.schemas import RoleUsage, TranscriptEntry
 from providers.budget import Ledger
 from providers.router import Router
@@ -47,6 +53,10 @@ class RunScope:
     errors: list[str] = field(default_factory=list)
     #: how the run ended, set by the code that knows (a status such as ``approved``)
     outcome: str | None = None
+    #: the ledger records already claimed by a stage_finished, and how much of the
+    #: transcript the stage_finished events have carried (see the module docstring)
+    _claimed: set[int] = field(default_factory=set, repr=False)
+    _noted: int = field(default=0, repr=False)
 
     @classmethod
     def open(
@@ -60,6 +70,8 @@ class RunScope:
 
     def emit(self, kind: str, **fields: Any) -> None:
         fields.setdefault("pass_no", self.pass_no)
+        if kind == "stage_finished":
+            fields.update(self._stage_share(fields.get("role")))
         self.events.emit(
             Event(
                 kind=kind,  # type: ignore[arg-type]
@@ -69,6 +81,30 @@ class RunScope:
                 **fields,
             )
         )
+
+    def _stage_share(self, role: str | None) -> dict[str, Any]:
+        tokens, cost = 0, 0.0
+        for i, record in enumerate(list(self.ledger.records)):
+            if i not in self._claimed and record.role == role:
+                self._claimed.add(i)
+                tokens += record.prompt_tokens + record.completion_tokens
+                cost += record.cost_usd
+        entries, self._noted = self.transcript[self._noted :], len(self.transcript)
+        calls = [
+            CallNote(
+                stage=e.stage,
+                role=e.role,
+                pass_no=e.pass_no,
+                provider=e.provider,
+                model=e.model,
+                prompt=excerpt(e.prompt),
+                response=excerpt(e.response),
+                error=excerpt(e.error) if e.error else None,
+                seconds=round(e.seconds, 3),
+            )
+            for e in entries
+        ]
+        return {"stage_tokens": tokens, "stage_cost": round(cost, 6), "calls": calls}
 
     @contextlib.contextmanager
     def lifecycle(self, detail: str) -> Iterator[RunScope]:
@@ -103,6 +139,15 @@ class RunScope:
         if hasattr(result, "errors"):
             result.errors = list(dict.fromkeys([*result.errors, *self.errors]))
         return result
+
+
+def excerpt(text: str, limit: int = NOTE_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters, keeping its head and its tail (a prompt's
+    instructions come first, the code it is about and the question last)."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
 def usage_by_role(ledger: Ledger) -> list[RoleUsage]:

@@ -25,6 +25,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from server.protocol import CouncilProtocol
+from server.run_history import RunHistory
 
 if TYPE_CHECKING:
     from providers.loading import LoadedSettings
@@ -85,6 +86,8 @@ class CouncilServer(LanguageServer):
         self.state = ServerState()
         self.council_commands: dict[str, Any] = {}
         self.active_runs: dict[str, ActiveRun] = {}
+        # every tracked run, live and the last finished ones (server/features/runs_view.py)
+        self.run_history = RunHistory()
         # missing sandbox layers are shown once (server/run_tracking.py)
         self.sandbox_checked = False
         self.council_diagnostics: dict[str, Any] = {}  # uri -> diagnostics.Published
@@ -250,11 +253,12 @@ def build_server(*, env: dict[str, str] | None = None) -> CouncilServer:
         documents,
         inline_completion,
         lifecycle,
+        runs_view,
         workspace,
     )
 
     server = CouncilServer(env=env)
     features = (lifecycle, documents, code_actions, commands, inline_completion, debug_state)
-    for feature in (*features, workspace):
+    for feature in (*features, runs_view, workspace):
         feature.setup(server)
     return server

@@ -66,6 +66,11 @@ async def _start(
     root: Path, env: dict[str, str], argv: tuple[str, ...] = COUNCIL_LSP
 ) -> tuple[LanguageClient, float]:
     client = LanguageClient("council-bench", "1")
+
+    @client.feature("council/runsChanged")
+    def runs_changed(params: Any) -> None:
+        return None  # not measured; unhandled, pygls would log a warning for each
+
     started = time.perf_counter()
     await client.start_io(sys.executable, *argv, env=env, cwd=str(root))
     await client.initialize_async(

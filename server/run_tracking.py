@@ -62,7 +62,7 @@ async def track_council(
         await warn_missing_sandbox_layers(server)
         return await council.run(request, events=events, session_id=session)
 
-    return await track(server, params, title, uri, job, finish)
+    return await track(server, params, title, uri, job, finish, request=request)
 
 
 async def track(
@@ -72,31 +72,42 @@ async def track(
     uri: str | None,
     job: Job,
     finish: Finish,
+    *,
+    request: CouncilRequest | None = None,
 ) -> dict[str, Any]:
     """Every council command's run: one session id (the one registered for cancellation is
     the one the run reports), progress from the run's events, the epoch held and released;
     ``finish`` applies the result and says how it ended.
 
     The progress always ends, and says how: with finish's message, the failure (a crash is
-    reported as a failure, never as "Cancelled."), or "Cancelled." when it was."""
+    reported as a failure, never as "Cancelled."), or "Cancelled." when it was. The run is
+    recorded in ``server.run_history`` from start to end, for the editors' run views
+    (``request``, when given, names its target: the original side of each candidate's diff)."""
     epoch = await server.ready_epoch()
     epoch.users += 1
     session = uuid.uuid4().hex[:12]
     progress = ProgressReporter(server, params.work_done_token, title)
     scope = anyio.CancelScope()
     server.track_run(ActiveRun(session, title, scope, server.protocol.msg_id, None, uri))
+    record = server.run_history.start(session, title, params.command, uri)
+    if request is not None:
+        server.run_history.describe(record, request)
     started = time.monotonic()
-    end = "Cancelled."
+    end, status = "Cancelled.", "cancelled"
+    result: Any = None
+    extra: dict[str, Any] = {}
     try:
         with scope:
             await progress.begin()
             server.active_runs[session].token = progress.token
             events = Events()
             events.subscribe(progress.on_event)
+            events.subscribe(lambda event: server.run_history.event(record, event))
             result = await job(epoch, events, session)
             if result.status == "failed":
                 show(server, types.MessageType.Error, f"{title} failed: {_said(result)}")
             end, extra = await finish(result)
+            status = result.status
             return {**_summary(result, time.monotonic() - started), **extra}
         return {
             "sessionId": session,
@@ -105,17 +116,18 @@ async def track(
             "seconds": round(time.monotonic() - started, 3),
         }
     except ProviderError as exc:  # configuration/policy problems the pipeline re-raised
-        end = f"Failed: {exc}"
+        end, status = f"Failed: {exc}", "failed"
         show(server, types.MessageType.Error, f"{title} failed: {exc}")
         return {"sessionId": session, "status": "failed", "summary": str(exc)}
     except Exception as exc:
         log.exception("%s crashed", title)
-        end = f"Failed: internal error ({type(exc).__name__}); see the server log"
+        end, status = f"Failed: internal error ({type(exc).__name__}); see the server log", "failed"
         show(server, types.MessageType.Error, f"{title}: {end}")
         raise
     finally:
         progress.end(end[:300])
         server.active_runs.pop(session, None)
+        server.run_history.finish(record, result, status, end, extra)
         await server.release(epoch)
 
 

@@ -24,10 +24,12 @@ from tests.scenarios import (
     FIM,
     FIXED,
     MODELS,
+    STUB,
     council_toml,
     debug_ok,
     plan,
     script_add_tests,
+    script_generate,
     suite,
     synth,
 )
@@ -311,3 +313,29 @@ def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def test_council_runs_lists_a_generate_run_its_stages_tests_and_diff(
+    tmp_path: Path, workspace: Path, lb: LoopbackProvider
+) -> None:
+    (workspace / "mathx.py").write_text(STUB, encoding="utf-8")
+    # confirm_edits off: the edit applies at once, so the run ends without a review
+    config = council_toml(lb.base_url, "[council]\nconfirm_edits = false\n")
+    (tmp_path / "cfg" / "council.toml").write_text(config, encoding="utf-8")
+    script_generate(lb)
+    data = run_nvim(tmp_path, workspace, "runs")
+    assert not data["errors"], data["errors"] + [data["_diag"]]
+    assert data["changes_before"] >= 3  # council/runsChanged: started, stages, finished
+    assert data["redrawn"] is True  # and one while the list is shown redraws it
+    listing = data["list"]
+    assert "Council: Generate add  [approved]" in listing, listing
+    for line in ("decompose · orchestrator", "generate · generator", "review · tester", "lb:gen"):
+        assert line in listing, listing
+    assert "c1 (pass 1) ★ chosen  lb:gen  tests 2/2" in listing, listing
+    assert "✓ s1::test_adds_positive  c1  passed" in listing, listing
+    [left, right] = data["diff"]
+    assert left["diff"] and right["diff"], data["diff"]
+    assert "/original/mathx.py" in left["name"] and left["text"] == STUB.rstrip("\n")
+    assert "/c1/mathx.py" in right["name"] and "return a + b" in right["text"]
+    assert 'return "keep me"' in right["text"]  # the file as Generate leaves it
+    assert "## Stages" in data["report"] and "## Transcript" in data["report"], data["report"]
