@@ -86,6 +86,7 @@ export class RunsView implements vscode.TreeDataProvider<Node>, vscode.TextDocum
       return;
     }
     this.subscription?.dispose();
+    this.details.clear();
     this.subscription = this.server.client.onNotification("council/runsChanged", (change: RunsChanged) => {
       this.details.delete(change.sessionId);
       this.docEmitter.fire(vscode.Uri.from({ scheme: SCHEME, path: runPath(change.sessionId, "report", "report.md") }));
