@@ -22,7 +22,9 @@ specialist backend (the shipped model, or `--model-path`):
   (exact match and edit similarity), with each request's latency. `council train eval`
   scores the same cases the same way, in process.
 
-The typing replay types through one of those held-out files too.
+The typing replay types through one of those held-out files too. With `candidates > 1`,
+`server.bench_candidates` also measures invoked requests with one candidate and with that
+many, on the same cases.
 """
 
 from __future__ import annotations
@@ -238,6 +240,7 @@ async def bench_inline(
     ready_timeout: float = 300.0,
     packages: list[str] | None = None,
     seed: int = 0,
+    candidates: int = 1,
 ) -> dict[str, Any]:
     from council.completion.unseen import HELDOUT_PACKAGES, build_cases
 
@@ -272,6 +275,11 @@ async def bench_inline(
                 baseline.append((time.perf_counter() - t1) * 1000)
             latencies, lines_typed, stats = await _typing(session, typing_file, requests)
             unseen = await _unseen(session, cases) if cases else {}
+            cost = None
+            if candidates > 1 and cases:
+                from server.bench_candidates import candidates_cost
+
+                cost = await candidates_cost(client, root, cases, candidates, STATS)
         finally:
             await client.shutdown_async(None)
             client.exit(None)
@@ -315,6 +323,7 @@ async def bench_inline(
             "suggestions_shown": sum(1 for r in records if r["chars"] > 0),
         },
         "unseen_packages": {"packages": names, "seed": seed, **unseen},
+        "candidates": cost,
         "targets": {
             "p50_under_60ms": bool(latency and latency["p50_ms"] < 60),
             "unseen_exact_match_at_least_0.25": bool(

@@ -3,6 +3,12 @@
 `server.features.inline_completion` registers the feature and describes its behaviour; it
 builds `InlineCompletions` on the first settings load or request, so the completer
 and its backends are not imported before `initialize` is answered.
+
+Each request's outcome is recorded once (`_record`): the history and counters of
+`council/inlineStats`, the last outcome per document and overall, the `council/inlineOutcome`
+notification for clients that asked for it, and the request's explanation (the last per
+document, for `council/explainCompletion`). Status bars, `:checkhealth` and *Explain Last
+Completion* all read that one record.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,6 +27,7 @@ from lsprotocol import types
 from council.completion.backends import CancelToken, SpecialistBackend, build_backend
 from council.completion.completer import Completer, InlineAnswer, InlineRequest, Selected
 from council.completion.context import OtherDocument, SnippetIndex
+from council.completion.explain import Explanation, outcome, render
 from providers.router import Router
 from providers.settings import CompletionConfig, Settings
 from server.app import CouncilServer
@@ -28,6 +35,11 @@ from server.app import CouncilServer
 log = logging.getLogger(__name__)
 
 _HISTORY = 1024
+_EXPLAINED = 64  # documents whose last explanation is kept (each at most ~2 x 20 kB of prompt)
+OUTCOME_METHOD = "council/inlineOutcome"
+# A client opts in to the notification with this key in `capabilities.experimental`: a
+# client that does not know the method must not receive it.
+OUTCOME_CAPABILITY = "councilInlineOutcome"
 
 
 @dataclass
@@ -36,6 +48,8 @@ class RequestStat:
     uri: str
     trigger: str  # "automatic" or "invoked"
     reason: str  # the completer's reason, or "cancelled" for $/cancelRequest
+    outcome: str  # the reason in words, for status bars: "skipped mid-word", ...
+    items: int  # suggestions sent (completion.candidates may make it more than one)
     handlerMs: float  # JSON field names are camelCase, like the protocol's
     completerMs: float
     modelMs: float
@@ -59,6 +73,8 @@ class InlineCompletions:
         self.inflight: dict[str, CancelToken] = {}
         self.snippets = SnippetIndex()
         self.history: deque[RequestStat] = deque(maxlen=_HISTORY)
+        self.last: OrderedDict[str, RequestStat] = OrderedDict()  # per document, newest last
+        self.explained: OrderedDict[str, Explanation] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self._seq = 0
         self._reported: set[str] = set()
@@ -172,6 +188,7 @@ class InlineCompletions:
             if self.inflight.get(uri) is token:
                 del self.inflight[uri]
             self._record(uri, invoked, reason, answer, started)
+            self._explain(uri, invoked, reason, answer)
 
     def _request(self, params: types.InlineCompletionParams, invoked: bool) -> InlineRequest | None:
         ls = self.server
@@ -219,18 +236,17 @@ class InlineCompletions:
     def _result(
         self, params: types.InlineCompletionParams, answer: InlineAnswer
     ) -> types.InlineCompletionList:
-        if not answer.insert_text:
-            return types.InlineCompletionList(items=[])
         start = end = params.position
         info = params.context.selected_completion_info
         if info is not None:
             start = info.range.start
             if (info.range.end.line, info.range.end.character) > (end.line, end.character):
                 end = info.range.end
-        item = types.InlineCompletionItem(
-            insert_text=answer.insert_text, range=types.Range(start=start, end=end)
-        )
-        return types.InlineCompletionList(items=[item])
+        items = [
+            types.InlineCompletionItem(insert_text=text, range=types.Range(start=start, end=end))
+            for text in answer.insert_texts  # the first is shown; editors cycle to the others
+        ]
+        return types.InlineCompletionList(items=items)
 
     def _record(
         self,
@@ -243,22 +259,58 @@ class InlineCompletions:
         self._seq += 1
         self.counters["requests"] += 1
         self.counters[reason] += 1
-        self.history.append(
-            RequestStat(
-                seq=self._seq,
-                uri=uri,
-                trigger="invoked" if invoked else "automatic",
-                reason=reason,
-                handlerMs=round((time.perf_counter() - started) * 1000, 3),
-                completerMs=round(answer.total_ms, 3) if answer else 0.0,
-                modelMs=round(answer.model_ms, 3) if answer else 0.0,
-                chars=len(answer.text) if answer else 0,
-                promptTokens=answer.details.get("prompt_tokens", 0) if answer else 0,
-                reusedTokens=answer.details.get("reused_tokens", 0) if answer else 0,
-            )
+        why = answer.explanation.why if answer and answer.explanation else None
+        stat = RequestStat(
+            seq=self._seq,
+            uri=uri,
+            trigger="invoked" if invoked else "automatic",
+            reason=reason,
+            outcome=outcome(reason, why),
+            items=len(answer.insert_texts) if answer else 0,
+            handlerMs=round((time.perf_counter() - started) * 1000, 3),
+            completerMs=round(answer.total_ms, 3) if answer else 0.0,
+            modelMs=round(answer.model_ms, 3) if answer else 0.0,
+            chars=len(answer.text) if answer else 0,
+            promptTokens=answer.details.get("prompt_tokens", 0) if answer else 0,
+            reusedTokens=answer.details.get("reused_tokens", 0) if answer else 0,
         )
+        self.history.append(stat)
+        self.last.pop(uri, None)
+        self.last[uri] = stat
+        while len(self.last) > _EXPLAINED:
+            self.last.popitem(last=False)
+        if self._notify_outcomes():
+            self.server.protocol.notify(OUTCOME_METHOD, asdict(stat))
 
-    def stats(self, since: int = 0) -> dict[str, Any]:
+    def _notify_outcomes(self) -> bool:
+        caps = self.server.client_capabilities
+        experimental = caps.experimental if caps else None
+        return isinstance(experimental, dict) and bool(experimental.get(OUTCOME_CAPABILITY))
+
+    def _explain(self, uri: str, invoked: bool, reason: str, answer: InlineAnswer | None) -> None:
+        """Keep the request's explanation, the last one per document (bounded)."""
+        ex = answer.explanation if answer else None
+        if ex is None:  # cancelled by the client, or not a Python document: no completer story
+            ex = Explanation("invoked" if invoked else "automatic", reason=reason)
+        ex.uri, ex.reason, ex.document = uri, reason, self.server.relative(uri)
+        self.explained.pop(uri, None)
+        self.explained[uri] = ex
+        while len(self.explained) > _EXPLAINED:
+            self.explained.popitem(last=False)
+
+    def explain(self, uri: str | None) -> dict[str, Any]:
+        """`council/explainCompletion`: the document's last explanation (or the last of all)."""
+        if uri is None:
+            ex = next(reversed(self.explained.values()), None)
+        else:
+            ex = self.explained.get(uri)
+        return {
+            "found": ex is not None,
+            "markdown": render(ex),
+            "explanation": ex.as_json() if ex else None,
+        }
+
+    def stats(self, since: int = 0, uri: str | None = None) -> dict[str, Any]:
         completer = self.completer
         backend = completer.backend if completer else None
         config: CompletionConfig | None = completer.config if completer else None
@@ -270,7 +322,11 @@ class InlineCompletions:
             "error": backend.error if backend else None,
             "loadSeconds": load_s,
             "cacheEntries": len(completer.cache) if completer else 0,
+            "trigger": config.trigger if config else None,
+            "candidates": config.candidates if config else None,
             "counters": dict(self.counters),
+            "last": asdict(self.history[-1]) if self.history else None,
+            "lastForDocument": asdict(self.last[uri]) if uri in self.last else None,
             "inFlight": sorted(self.inflight),  # documents with a request being answered
             "requests": [asdict(r) for r in self.history if r.seq > since],
         }

@@ -86,9 +86,24 @@ def _runs_changed(message: dict[str, Any]) -> str | None:
     return None
 
 
+def _inline_outcome(message: dict[str, Any]) -> str | None:
+    params = message.get("params")
+    if "id" in message:
+        return "council/inlineOutcome is a notification, sent with an id"
+    fields = {"seq": int, "uri": str, "trigger": str, "reason": str, "outcome": str, "items": int}
+    if not isinstance(params, dict) or any(
+        not isinstance(params.get(k), t) for k, t in fields.items()
+    ):
+        return f"council/inlineOutcome: bad params {json.dumps(params)[:300]}"
+    return None
+
+
 #: the server's own notifications, which lsprotocol does not know (README, "The language
 #: server"): method -> the check of one message
-COUNCIL_NOTIFICATIONS = {"council/runsChanged": _runs_changed}
+COUNCIL_NOTIFICATIONS = {
+    "council/runsChanged": _runs_changed,
+    "council/inlineOutcome": _inline_outcome,
+}
 
 
 def _round_trip(data: dict[str, Any], kind: type) -> str | None:

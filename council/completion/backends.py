@@ -21,16 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from council.completion.context import approx_tokens
+from council.completion.worker import Worker, settle
 from providers.base import CompletionRequest
 from providers.fim_formats import FORMATS, FimFormat, detect
 from providers.router import Router
@@ -111,54 +111,14 @@ class Backend(Protocol):
         path: str | None = None,
         settled: Callable[[str], bool] | None = None,
         deadline: float | None = None,
+        seed: int = 0,
     ) -> ModelAnswer:
         """`settled(text)` True: post-processing has cut the text for good, stop decoding.
         `deadline` (time.perf_counter()): decode no more tokens after it (finish_reason
-        "deadline"). Both are hints a backend that cannot stop early may ignore."""
+        "deadline"). Both are hints a backend that cannot stop early may ignore. `seed`
+        varies sampled candidates (temperature > 0) where the backend takes one."""
 
     async def aclose(self) -> None: ...
-
-
-class _Worker:
-    """One daemon thread that runs blocking calls in order and answers through futures."""
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((fn, future, loop))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, future, loop = job
-            if future.cancelled():  # abandoned before it started: skip the work
-                continue
-            try:
-                value = fn()
-            except BaseException as exc:  # handed to the awaiting task, not lost
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, future, value, None)
-
-
-def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
 
 
 class SpecialistBackend:
@@ -171,7 +131,7 @@ class SpecialistBackend:
         self._started = False
         self._warmed = False
         self._done = threading.Event()
-        self._worker: _Worker | None = None
+        self._worker: Worker | None = None
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._lock = threading.Lock()
 
@@ -226,7 +186,7 @@ class SpecialistBackend:
                 waiters, self._waiters = self._waiters, []
             for loop, future in waiters:
                 with contextlib.suppress(RuntimeError):  # that loop has closed
-                    loop.call_soon_threadsafe(_settle, future, None, None)
+                    loop.call_soon_threadsafe(settle, future, None, None)
 
     def count_tokens(self, text: str) -> int:
         if not self.specialist.ready:
@@ -253,15 +213,18 @@ class SpecialistBackend:
         path: str | None = None,
         settled: Callable[[str], bool] | None = None,
         deadline: float | None = None,
+        seed: int = 0,
     ) -> ModelAnswer:
         if not self.ready:
             raise BackendUnavailable(self._error or "the specialist is still loading")
         if self._worker is None:
-            self._worker = _Worker("specialist-infer")
+            self._worker = Worker("specialist-infer")
 
         def run() -> ModelAnswer:
             if cancel.cancelled:
                 return ModelAnswer("", 0.0, "cancelled", "specialist")
+            if deadline is not None and time.perf_counter() >= deadline:
+                return ModelAnswer("", 0.0, "deadline", "specialist")  # a queued extra, too late
             started = time.perf_counter()  # the whole call: prompt encoding is model work too
             out = self.specialist.infill(
                 prefix,
@@ -272,6 +235,7 @@ class SpecialistBackend:
                 cancelled=lambda: cancel.cancelled,
                 stop_when=settled,
                 deadline=deadline,
+                seed=seed,
             )
             elapsed = time.perf_counter() - started
             return ModelAnswer(
@@ -365,9 +329,11 @@ class RouterBackend:
         path: str | None = None,
         settled: Callable[[str], bool] | None = None,
         deadline: float | None = None,
+        seed: int = 0,
     ) -> ModelAnswer:
         # A provider answers whole (no stream): `settled` and `deadline` cannot stop it
-        # early; its time is bounded by completion.timeout_secs instead.
+        # early; its time is bounded by completion.timeout_secs instead. The request has no
+        # seed field: sampled candidates differ by the provider's own randomness.
         await self._find_way()
         fmt = self.raw_format
         stops = list(stop)

@@ -8,6 +8,11 @@ Typed-through reuse answers the commonest request of all without the model: the 
 the first characters of the suggestion on screen. If the new prefix is an old prefix plus
 `typed`, the suffix is unchanged and the old suggestion starts with `typed`, the answer is
 the rest of the old suggestion.
+
+An entry may hold more than one suggestion (`completion.candidates`): the first is the one
+shown, the others are what the editor cycles to. `sampled` says the others were asked for
+(an invoked request): a hit without them does not answer a request that wants them.
+Typed through, the others that start with the typed text keep their rest too.
 """
 
 from __future__ import annotations
@@ -35,19 +40,28 @@ class Key:
 class Hit:
     text: str
     typed: int  # characters typed through (0: an exact hit)
+    more: tuple[str, ...] = ()  # the other candidates, deduplicated
+    sampled: bool = False  # the other candidates were asked for
+
+
+@dataclass(frozen=True)
+class _Entry:
+    text: str
+    more: tuple[str, ...]
+    sampled: bool
 
 
 class CompletionCache:
     def __init__(self, capacity: int = 256, recent: int = 16) -> None:
         self.capacity = capacity
         self.recent = recent
-        self._entries: OrderedDict[Key, str] = OrderedDict()
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: Key, text: str) -> None:
-        self._entries[key] = text
+    def put(self, key: Key, text: str, more: tuple[str, ...] = (), sampled: bool = False) -> None:
+        self._entries[key] = _Entry(text, more, sampled)
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
@@ -55,10 +69,10 @@ class CompletionCache:
     def get(self, scope: str, prefix: str, suffix: str) -> Hit | None:
         """An exact hit, else the rest of a recent suggestion the user has typed through."""
         key = Key.of(scope, prefix, suffix)
-        text = self._entries.get(key)
-        if text is not None:
+        entry = self._entries.get(key)
+        if entry is not None:
             self._entries.move_to_end(key)
-            return Hit(text, 0)
+            return Hit(entry.text, 0, entry.more, entry.sampled)
         checked = 0
         for old in reversed(self._entries):
             if checked >= self.recent:
@@ -66,10 +80,15 @@ class CompletionCache:
             checked += 1
             if old.scope != scope or old.suffix_head != key.suffix_head:
                 continue
-            rest = self._typed_through(old, self._entries[old], prefix)
+            entry = self._entries[old]
+            rest = self._typed_through(old, entry.text, prefix)
             if rest is not None:
                 self._entries.move_to_end(old)
-                return Hit(rest[1], rest[0])
+                typed, head = rest[0], entry.text[: rest[0]]
+                more = tuple(
+                    m[typed:] for m in entry.more if m.startswith(head) and m[typed:].strip()
+                )
+                return Hit(rest[1], typed, more, entry.sampled)
         return None
 
     @staticmethod

@@ -4,9 +4,22 @@ The completer is the same for the language server and `council complete`; the se
 positions, superseding and the LSP types around it. Its order of work is cheapest first, so
 that the commonest answers (nothing, or something cached) cost no model time:
 
-disabled / not ready -> selected completion item applied -> automatic request in a bad spot
--> mode -> window -> cache (exact or typed-through) -> model (raced against cancellation
-and a timeout) -> post-processing -> cache.
+disabled / automatic under a manual trigger / not ready -> selected completion item applied
+-> automatic request in a bad spot -> mode -> window -> cache (exact or typed-through) ->
+model (raced against cancellation and a timeout) -> post-processing -> cache.
+
+**Candidates.** With `completion.candidates = N > 1`, an *invoked* request (the user asked,
+or is cycling: VS Code asks again as invoked on Alt+]) gets up to N distinct suggestions:
+the first is the usual answer (at `completion.temperature`, greedy by default, so what is
+shown first does not change), the others are sampled at `EXTRA_TEMPERATURE`, deduplicated
+after post-processing. Automatic requests, which come at every pause in typing, stay at
+one: extra candidates cost model time that nobody may look at. The calls start together:
+providers answer in parallel; the specialist runs them one after another on its thread
+(each reuses the prompt's KV cache, so an extra costs only its decoding), the extras within
+one more `max_latency_ms`, so an invoked request takes at most about twice the budget.
+
+**Explanations.** Every answer carries an `Explanation` (`council.completion.explain`): the
+window as sent, each candidate's raw answer and post-processing steps, timings, outcome.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,6 +36,7 @@ from council.completion import postprocess as pp
 from council.completion.backends import Backend, BackendUnavailable, CancelToken, ModelAnswer
 from council.completion.cache import CompletionCache, Key
 from council.completion.context import LineTokenCounter, OtherDocument, Related, build_window
+from council.completion.explain import Candidate, Explanation
 from providers.errors import ProviderError
 from providers.settings import CompletionConfig
 
@@ -32,6 +46,7 @@ T = TypeVar("T")
 # Block-end stops for multi-line answers inside an indented block: a new top-level
 # statement can never belong to it.
 _TOP_LEVEL_STOPS = ("\ndef ", "\nclass ", "\n@")
+EXTRA_TEMPERATURE = 0.7  # diverse enough to differ, cool enough to stay plausible
 
 
 class Superseded(Exception):
@@ -63,10 +78,12 @@ class InlineAnswer:
     """The suggestion (`text` inserted at the cursor; "" for none) and how it came about."""
 
     text: str
-    reason: str  # ok, cached, typed-through, disabled, loading, unavailable, skipped, empty,
-    #              superseded, timeout, error
+    reason: str  # ok, cached, typed-through, disabled, manual, loading, unavailable, skipped,
+    #              empty, superseded, timeout, error (council.completion.explain words them)
     backend: str
     insert_text: str = ""  # what replaces the selected item's range (or the cursor)
+    more: list[str] = field(default_factory=list)  # other candidates, after `text`
+    insert_more: list[str] = field(default_factory=list)
     mode: pp.Mode | None = None
     model_ms: float = 0.0
     total_ms: float = 0.0
@@ -74,10 +91,16 @@ class InlineAnswer:
     finish_reason: str | None = None
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    explanation: Explanation | None = None
 
     @property
     def cached(self) -> bool:
         return self.reason in ("cached", "typed-through")
+
+    @property
+    def insert_texts(self) -> list[str]:
+        """Every suggestion, as the editor inserts it (the first is the one shown)."""
+        return [self.insert_text, *self.insert_more] if self.insert_text else []
 
 
 class Completer:
@@ -93,14 +116,23 @@ class Completer:
 
     async def complete(self, request: InlineRequest, cancel: CancelToken) -> InlineAnswer:
         started = time.perf_counter()
-        answer = await self._complete(request, cancel)
+        ex = Explanation("invoked" if request.invoked else "automatic", backend=self.backend.name)
+        answer = await self._complete(request, cancel, ex)
         answer.total_ms = (time.perf_counter() - started) * 1000
         if answer.text:
             selected = request.selected.text if request.selected else ""
             answer.insert_text = selected + answer.text
+            answer.insert_more = [selected + t for t in answer.more]
+        ex.reason, ex.error = answer.reason, answer.error
+        ex.mode, ex.via = answer.mode, answer.via
+        ex.suggestions = answer.insert_texts
+        ex.timings["total"] = answer.total_ms
+        answer.explanation = ex
         return answer
 
-    async def _complete(self, request: InlineRequest, cancel: CancelToken) -> InlineAnswer:
+    async def _complete(
+        self, request: InlineRequest, cancel: CancelToken, ex: Explanation
+    ) -> InlineAnswer:
         cfg, backend = self.config, self.backend
         started = time.perf_counter()  # the latency budget counts from here
 
@@ -109,6 +141,8 @@ class Completer:
 
         if not cfg.enabled:
             return empty("disabled")
+        if not request.invoked and cfg.trigger == "manual":
+            return empty("manual")
         if not backend.ready:
             backend.start()
             if backend.error:
@@ -122,8 +156,11 @@ class Completer:
             text = text[: sel.start] + sel.text + text[end:]
             offset = sel.start + len(sel.text)
         prefix, suffix = text[:offset], text[offset:]
+        ex.line, ex.column = prefix.count("\n"), offset - (prefix.rfind("\n") + 1)
         cursor = pp.Cursor.at(prefix, suffix)
-        if not request.invoked and pp.skip_automatic(cursor):
+        why = None if request.invoked else pp.skip_reason(cursor)
+        if why is not None:
+            ex.why = why
             return empty("skipped")
         mode = pp.choose_mode(cursor, invoked=request.invoked)
 
@@ -143,71 +180,130 @@ class Completer:
             snippet_budget=cfg.snippet_tokens if cfg.snippets else 0,
             related=request.related if cfg.workspace_context else None,
         )
+        ex.set_window(window.prefix, window.snippets, window.suffix)
+        ex.timings["window"] = (time.perf_counter() - started) * 1000
         scope = f"{self._scope}|{mode}|{hash(window.snippets)}"
+        extras = cfg.candidates - 1 if request.invoked else 0
         hit = self.cache.get(scope, prefix, suffix)
-        if hit is not None:
+        if hit is not None and (not extras or hit.sampled):
             reason = "typed-through" if hit.typed else "cached"
-            return InlineAnswer(hit.text, reason if hit.text else "cached", backend.name, mode=mode)
+            return InlineAnswer(
+                hit.text,
+                reason if hit.text else "cached",
+                backend.name,
+                mode=mode,
+                more=[*hit.more],
+            )
 
         stops = ["\n"] if mode == "single" else ["\n\n"]
         if mode == "multi" and pp.block_floor(cursor) > 0:
             stops += _TOP_LEVEL_STOPS
         max_lines = cfg.max_lines if mode == "multi" else 1
-        try:
-            raw = await _race(
+        budget_s = cfg.max_latency_ms / 1000
+
+        def call(temperature: float, seed: int, deadline: float) -> Awaitable[ModelAnswer]:
+            return _race(
                 backend.infill(
                     window.prefix,
                     window.suffix,
                     max_tokens=new_tokens,
                     stop=stops,
-                    temperature=cfg.temperature,
+                    temperature=temperature,
                     cancel=cancel,
                     path=request.path,
                     settled=lambda text: pp.settled(text, cursor, mode, max_lines),
-                    deadline=started + cfg.max_latency_ms / 1000,
+                    deadline=deadline,
+                    seed=seed,
                 ),
                 cancel,
                 cfg.timeout_secs,
             )
-        except Superseded:
-            return empty("superseded", mode=mode)
-        except TimeoutError:
-            cancel.cancel()
-            return empty("timeout", mode=mode, error=f"no answer within {cfg.timeout_secs:g}s")
-        except BackendUnavailable as exc:
-            return empty("unavailable", mode=mode, error=str(exc))
-        except ProviderError as exc:
-            return empty("error", mode=mode, error=str(exc))
-        except Exception as exc:  # a failing model must not fail the request or the server
-            log.exception("inline completion backend %s failed", backend.name)
-            return empty("error", mode=mode, error=f"{type(exc).__name__}: {exc}")
-        if raw.finish_reason == "cancelled" or cancel.cancelled:
-            return empty("superseded", mode=mode, model_ms=raw.model_s * 1000)
-        text = raw.text
-        if raw.finish_reason == "deadline":  # out of time: only whole lines are trusted
-            text = pp.last_complete_line(text)
-        suggestion = pp.finish(
-            text,
-            cursor,
-            mode=mode,
-            max_lines=max_lines,
-            truncated=raw.finish_reason in ("length", "deadline"),
-        )
-        self.cache.put(Key.of(scope, prefix, suffix), suggestion)
+
+        # A cached first answer without the extras (an automatic request put it there) is
+        # kept: only the extras are sampled, so the suggestion on screen does not change.
+        known = hit.text if hit is not None else None
+        calls = [] if known is not None else [call(cfg.temperature, 0, started + budget_s)]
+        hot = max(cfg.temperature, EXTRA_TEMPERATURE)
+        calls += [call(hot, seed, started + 2 * budget_s) for seed in range(1, extras + 1)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        if known is None:
+            first = results[0]
+            if isinstance(first, BaseException):
+                return self._failed(first, cancel, mode)
+            results = results[1:]
+        else:
+            first = None
+        ex.timings["model"] = (time.perf_counter() - started) * 1000 - ex.timings["window"]
+        if cancel.cancelled or (first is not None and first.finish_reason == "cancelled"):
+            return empty("superseded", mode=mode, model_ms=first.model_s * 1000 if first else 0)
+
+        def post(raw: ModelAnswer, temperature: float) -> str:
+            text = raw.text
+            if raw.finish_reason == "deadline":  # out of time: only whole lines are trusted
+                text = pp.last_complete_line(text)
+            suggestion, steps = pp.finish_steps(
+                text,
+                cursor,
+                mode=mode,
+                max_lines=max_lines,
+                truncated=raw.finish_reason in ("length", "deadline"),
+            )
+            if text != raw.text:
+                steps.insert(0, ("keep complete lines (latency budget)", raw.text, text))
+            candidate = Candidate(temperature, raw.text, raw.finish_reason, raw.model_s * 1000)
+            candidate.steps, candidate.text = steps, suggestion
+            candidate.clip()
+            ex.candidates.append(candidate)
+            return suggestion
+
+        texts: list[str] = []
+        if first is not None:
+            texts.append(post(first, cfg.temperature))
+        elif known is not None:
+            texts.append(known)
+        for extra in results:
+            if isinstance(extra, ModelAnswer):
+                texts.append(post(extra, hot))
+            else:  # an extra that failed costs its suggestion, not the request's
+                ex.candidates.append(Candidate(hot, note=f"failed: {extra!r}"))
+        distinct = list(dict.fromkeys(t for t in texts if t))
+        shown = distinct[0] if distinct else ""
+        self.cache.put(Key.of(scope, prefix, suffix), shown, tuple(distinct[1:]), extras > 0)
+        lead = first or next((r for r in results if isinstance(r, ModelAnswer)), None)
         return InlineAnswer(
-            suggestion,
-            "ok" if suggestion else "empty",
+            shown,
+            "ok" if shown else "empty",
             backend.name,
             mode=mode,
-            model_ms=raw.model_s * 1000,
-            via=raw.via,
-            finish_reason=raw.finish_reason,
+            more=distinct[1:],
+            model_ms=sum(c.model_ms for c in ex.candidates),
+            via=lead.via if lead else None,
+            finish_reason=lead.finish_reason if lead else None,
             details={
-                "raw": raw.text,
-                "prompt_tokens": raw.prompt_tokens,
-                "reused_tokens": raw.reused_tokens,
+                "raw": lead.text if lead else "",
+                "prompt_tokens": lead.prompt_tokens if lead else 0,
+                "reused_tokens": lead.reused_tokens if lead else 0,
             },
         )
+
+    def _failed(self, exc: BaseException, cancel: CancelToken, mode: pp.Mode) -> InlineAnswer:
+        """The answer when the first candidate's call raised."""
+        name = self.backend.name
+        if isinstance(exc, Superseded):
+            return InlineAnswer("", "superseded", name, mode=mode)
+        if isinstance(exc, TimeoutError):
+            cancel.cancel()
+            error = f"no answer within {self.config.timeout_secs:g}s"
+            return InlineAnswer("", "timeout", name, mode=mode, error=error)
+        if isinstance(exc, BackendUnavailable):
+            return InlineAnswer("", "unavailable", name, mode=mode, error=str(exc))
+        if isinstance(exc, ProviderError):
+            return InlineAnswer("", "error", name, mode=mode, error=str(exc))
+        if not isinstance(exc, Exception):  # CancelledError and friends: not ours to swallow
+            raise exc
+        # a failing model must not fail the request or the server
+        log.error("inline completion backend %s failed", name, exc_info=exc)
+        return InlineAnswer("", "error", name, mode=mode, error=f"{type(exc).__name__}: {exc}")
 
 
 async def _race(

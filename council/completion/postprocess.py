@@ -14,8 +14,9 @@ limit. Each rule below fixes one of those, in the order `finish` applies them:
    short by the token limit is trimmed back to its last balanced point;
 5. trailing whitespace goes; an empty or whitespace-only result means "no suggestion".
 
-`choose_mode` and `skip_automatic` decide, before any model call, whether and how much to
-complete.
+`choose_mode` and `skip_automatic` (`skip_reason` says why) decide, before any model call,
+whether and how much to complete. `finish_steps` is `finish` with each rule's effect recorded
+(name, before, after), which *Explain Last Completion* shows.
 """
 
 from __future__ import annotations
@@ -74,12 +75,21 @@ def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
+def skip_reason(cursor: Cursor) -> str | None:
+    """Why an automatic request here gets no suggestion ("mid-word", or "code after the
+    cursor"), or None when it is worth answering. The editor's status shows the reason."""
+    right = cursor.line_suffix
+    if not right.strip() or set(right) <= _RIGHT_OK:
+        return None
+    left = cursor.line_prefix[-1:]
+    if _is_ident(right[0]) and left and _is_ident(left):
+        return "mid-word"
+    return "code after the cursor"
+
+
 def skip_automatic(cursor: Cursor) -> bool:
     """An automatic request mid-word, or with code right of the cursor, gets no suggestion."""
-    right = cursor.line_suffix
-    if not right.strip():
-        return False
-    return not set(right) <= _RIGHT_OK
+    return skip_reason(cursor) is not None
 
 
 def choose_mode(cursor: Cursor, *, invoked: bool) -> Mode:
@@ -305,6 +315,34 @@ def balance(text: str, cursor: Cursor, *, truncated: bool) -> str:
     return text
 
 
+Step = tuple[str, str, str]  # (name, text before, text after): one rule's effect
+
+
+def finish_steps(
+    raw: str,
+    cursor: Cursor,
+    *,
+    mode: Mode,
+    max_lines: int,
+    truncated: bool = False,
+) -> tuple[str, list[Step]]:
+    """`finish`, with each rule's effect recorded, for *Explain Last Completion* (the one
+    implementation: `finish` is this without the record)."""
+    steps: list[Step] = []
+
+    def step(name: str, before: str, after: str) -> str:
+        steps.append((name, before, after))
+        return after
+
+    text = step("cut at an echoed FIM sentinel", raw, cut_at_sentinel(raw).replace("\r\n", "\n"))
+    lines = "the first line" if mode == "single" else f"the block, at most {max_lines} lines"
+    text = step(f"limit lines ({lines})", text, limit_lines(text, cursor, mode, max_lines))
+    text = step("trim the overlap with the suffix", text, trim_suffix_overlap(text, cursor))
+    text = step("balance brackets", text, balance(text, cursor, truncated=truncated))
+    text = step("strip trailing whitespace", text, text.rstrip())
+    return (text if text.strip() else ""), steps
+
+
 def finish(
     raw: str,
     cursor: Cursor,
@@ -314,11 +352,4 @@ def finish(
     truncated: bool = False,
 ) -> str:
     """The suggestion for `raw`, or "" when there is nothing worth showing."""
-    text = cut_at_sentinel(raw).replace("\r\n", "\n")
-    text = limit_lines(text, cursor, mode, max_lines)
-    text = trim_suffix_overlap(text, cursor)
-    text = balance(text, cursor, truncated=truncated)
-    text = text.rstrip()
-    if not text.strip():
-        return ""
-    return text
+    return finish_steps(raw, cursor, mode=mode, max_lines=max_lines, truncated=truncated)[0]

@@ -16,10 +16,18 @@ one add what belongs to the protocol:
   with `window/showMessage` and the server carries on.
 - **Settings.** A change to `[completion]` builds a new completer (and backend) for the next
   request; in-flight requests of the old one are cancelled.
-- **Statistics.** `council/inlineStats` (params `{"since": seq}`, optional) returns the
-  backend's state, counters, the documents with a request in flight (`inFlight`), and the
-  last requests with their time in the handler and in the model, so a client (or `council
-  bench inline`) can tell server overhead from model time.
+- **Statistics.** `council/inlineStats` (params `{"since": seq, "uri": uri}`, both
+  optional) returns the backend's state, the trigger and candidates settings, counters, the
+  documents with a request in flight (`inFlight`), the last request overall (`last`) and for
+  `uri` (`lastForDocument`), and the requests after `since` with their outcome and their time
+  in the handler and in the model, so a client (or `council bench inline`) can tell server
+  overhead from model time.
+- **Why no suggestion.** Each request's outcome in words ("skipped mid-word", "empty after
+  post-processing", ...) is in those records, and is sent as the `council/inlineOutcome`
+  notification to clients whose `capabilities.experimental.councilInlineOutcome` is true.
+  `council/explainCompletion` (params `{"uri": uri}`, optional: the last document) returns
+  the last request's explanation: the prompt window as sent, each candidate's raw answer and
+  post-processing steps, timings and outcome, as `markdown` and as structured `explanation`.
 """
 
 from __future__ import annotations
@@ -36,6 +44,19 @@ if TYPE_CHECKING:
     from server.inline import InlineCompletions
 
 STATS_METHOD = "council/inlineStats"
+EXPLAIN_METHOD = "council/explainCompletion"
+
+
+def _param(params: Any, name: str) -> Any:
+    """A field of a custom request's params (pygls hands them over as objects or dicts)."""
+    return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
+
+
+def _uri(params: Any, method: str) -> str | None:
+    uri = _param(params, "uri")
+    if uri is not None and not isinstance(uri, str):
+        raise JsonRpcInvalidParams(f"{method}: uri must be a string")
+    return uri
 
 
 def setup(server: CouncilServer) -> None:
@@ -57,7 +78,11 @@ def setup(server: CouncilServer) -> None:
 
     @server.feature(STATS_METHOD)
     def inline_stats(ls: CouncilServer, params: Any) -> dict[str, Any]:
-        since = params.get("since") if isinstance(params, dict) else getattr(params, "since", 0)
+        since = _param(params, "since")
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
             raise JsonRpcInvalidParams(f"{STATS_METHOD}: since must be an integer")
-        return feature().stats(since or 0)
+        return feature().stats(since or 0, _uri(params, STATS_METHOD))
+
+    @server.feature(EXPLAIN_METHOD)
+    def explain_completion(ls: CouncilServer, params: Any) -> dict[str, Any]:
+        return feature().explain(_uri(params, EXPLAIN_METHOD))

@@ -204,6 +204,82 @@ function scenarios.runs()
   out.changes = runs.changes
 end
 
+-- Inline completions: trigger and accept control, and why there was no suggestion.
+
+local function stats(params)
+  local client = vim.lsp.get_clients({ name = "council", bufnr = 0 })[1]
+  local resp = client and client:request_sync("council/inlineStats", params or {}, 5000)
+  return resp and resp.result or {}
+end
+
+local function press(lhs)
+  local map = vim.fn.maparg(lhs, "i", false, true)
+  check(map.callback ~= nil, "no insert-mode mapping for " .. lhs)
+  if map.callback then map.callback() end
+end
+
+-- completion.trigger = "manual" in the council.toml: the plugin learns it from the server,
+-- sends no automatic request while typing, and the invoke key asks.
+function scenarios.manual()
+  if not attach(ws .. "/m.py") then return end
+  local inline = require("council.inline")
+  check(vim.wait(10000, function() return inline.manual(0) end, 20), "the plugin never learnt the manual trigger")
+  vim.api.nvim_buf_set_lines(0, 0, -1, false, { "def add(a, b):", "    return " })
+  vim.o.virtualedit = "onemore"
+  vim.api.nvim_win_set_cursor(0, { 2, 11 })
+  vim.api.nvim_exec_autocmds("TextChangedI", { buffer = 0 })
+  -- a negative: no request may go out; wait six times the test's debounce (50 ms) for one
+  vim.wait(300)
+  out.requests_after_typing = #(stats().requests or {})
+  out.pending = inline.state[vim.api.nvim_get_current_buf()] ~= nil
+  press("<M-\\>")
+  check(vim.wait(10000, function() return inline.visible() end, 20), "no ghost text after the invoke key")
+  out.ghost = inline.ghost_text()
+  out.triggers = vim.tbl_map(function(r) return r.trigger end, stats().requests or {})
+end
+
+-- completion.candidates = 2: next asks again as invoked and shows the second candidate
+function scenarios.cycle()
+  if not attach(ws .. "/m.py") then return end
+  local inline = require("council.inline")
+  vim.api.nvim_buf_set_lines(0, 0, -1, false, { "def add(a, b):", "    return " })
+  vim.o.virtualedit = "onemore"
+  vim.api.nvim_win_set_cursor(0, { 2, 11 })
+  inline.request(false)
+  check(vim.wait(10000, function() return inline.visible() end, 20), "no ghost text")
+  out.ghosts = { inline.ghost_text() }
+  press("<M-]>")
+  check(vim.wait(10000, function()
+    local st = inline.state[vim.api.nvim_get_current_buf()]
+    return st and st.items and #st.items == 2 and inline.visible()
+  end, 20), "the invoked request did not bring two candidates")
+  table.insert(out.ghosts, inline.ghost_text())
+  press("<M-[>")
+  table.insert(out.ghosts, inline.ghost_text())
+  press("<M-]>")
+  table.insert(out.ghosts, inline.ghost_text())
+  out.triggers = vim.tbl_map(function(r) return r.trigger end, stats().requests or {})
+end
+
+-- an empty answer, then :checkhealth and :CouncilExplain say why
+function scenarios.explain()
+  if not attach(ws .. "/m.py") then return end
+  local inline = require("council.inline")
+  vim.api.nvim_win_set_cursor(0, { 1, 6 }) -- print(|)
+  inline.request(false)
+  check(vim.wait(10000, function()
+    local last = stats({ uri = vim.uri_from_bufnr(0) }).lastForDocument
+    return last ~= nil and last ~= vim.NIL
+  end, 20), "the server recorded no request")
+  vim.cmd("CouncilExplain")
+  check(vim.wait(10000, function() return vim.bo.filetype == "markdown" end, 20), ":CouncilExplain opened no buffer")
+  out.explain_name = vim.api.nvim_buf_get_name(0)
+  out.explain = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+  out.explain_buftype = vim.bo.buftype
+  vim.cmd("checkhealth council")
+  out.health = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
+end
+
 local ok, err = xpcall(scenarios[os.getenv("COUNCIL_SCENARIO")], debug.traceback)
 if not ok then
   table.insert(out.errors, tostring(err))

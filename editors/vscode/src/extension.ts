@@ -78,6 +78,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<Counci
       void vscode.window.showInformationMessage(n ? `Council: cancelled ${n} run(s).` : "Council: nothing to cancel.");
     }),
     vscode.commands.registerCommand("slmCouncil.showProviders", () => showProviders(status, output)),
+    vscode.commands.registerCommand("slmCouncil.explainLastCompletion", () => status.explain()),
     vscode.commands.registerCommand("slmCouncil.restartServer", () => server!.restart()),
     vscode.commands.registerCommand("slmCouncil.showOutput", () => output.show()),
   );

@@ -22,6 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "council.completion.unseen.HELDOUT_PACKAGES)",
     )
     p.add_argument("--fim-cases", type=int, default=100, help="blanked lines to fill")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        choices=range(1, 6),
+        metavar="N",
+        help="also time invoked requests on the same blanked lines with 1 and with N "
+        "candidates (completion.candidates, 2..5)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -40,6 +49,7 @@ def handle(args: argparse.Namespace) -> int:
                 file=args.file,
                 fim_cases=args.fim_cases,
                 packages=packages,
+                candidates=args.candidates,
             )
         )
     )

@@ -14,6 +14,27 @@ local function base_cmd()
   return base
 end
 
+--- The last completion's outcome: why there was (no) suggestion.
+function M.last_outcome(r)
+  local h = vim.health
+  local last = r.lastForDocument ~= vim.NIL and r.lastForDocument or nil
+  last = last or (r.last ~= vim.NIL and r.last or nil)
+  if not last then
+    h.info("last completion: none yet (type in a Python buffer, or press the invoke key)")
+    return
+  end
+  local name = vim.fn.fnamemodify(vim.uri_to_fname(last.uri), ":t")
+  local text = ("last completion: %s%s (%s request in %s, %.0f ms); :CouncilExplain shows why")
+    :format(last.items > 0 and "" or "no suggestion — ", last.outcome, last.trigger, name, last.handlerMs)
+  if last.items > 0 then
+    h.ok(text)
+  elseif last.reason == "error" or last.reason == "unavailable" or last.reason == "timeout" then
+    h.warn(text)
+  else
+    h.info(text)
+  end
+end
+
 function M.check()
   local h = vim.health
   h.start("council: Neovim")
@@ -79,7 +100,14 @@ function M.check()
 
   h.start("council: completion model")
   if client then
-    local resp = client:request_sync("council/inlineStats", {}, 5000)
+    -- since: past every record, so only the summary comes back; uri: the buffer that asked
+    -- last (:checkhealth runs in a buffer of its own)
+    local params = { since = 2147483647 }
+    local last_buf = inline.last_bufnr
+    if last_buf and vim.api.nvim_buf_is_valid(last_buf) then
+      params.uri = vim.uri_from_bufnr(last_buf)
+    end
+    local resp = client:request_sync("council/inlineStats", params, 5000)
     if resp and resp.result then
       local r = resp.result
       local err = r.error ~= vim.NIL and r.error or nil
@@ -90,6 +118,9 @@ function M.check()
       else
         h.warn(("backend %s loading"):format(tostring(r.backend)))
       end
+      h.info(("trigger: %s%s, candidates: %s"):format(tostring(r.trigger),
+        inline.manual(last_buf) and " (only the invoke key asks)" or "", tostring(r.candidates)))
+      M.last_outcome(r)
     else
       h.warn("council/inlineStats did not answer")
     end

@@ -21,8 +21,10 @@ local defaults = {
     -- otherwise the extmark ghost-text fallback; "native"; "ghost"; false to disable.
     mode = "auto",
     debounce_ms = 150,
+    -- false (or completion.trigger = "manual" in settings): only the trigger key asks
     auto_trigger = true,
-    keymaps = { accept = "<Tab>", dismiss = "<C-]>", next = "<M-]>", prev = "<M-[>", trigger = "<M-\\>" },
+    keymaps = { accept = "<Tab>", accept_word = "<M-Right>", accept_line = "<M-Down>",
+      dismiss = "<C-]>", next = "<M-]>", prev = "<M-[>", trigger = "<M-\\>" },
     hl_group = "Comment",
   },
   -- Review before apply (the server's `council.confirm_edits`, on by default): Generate's
