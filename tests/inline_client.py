@@ -70,12 +70,15 @@ async def complete(
     line: int,
     character: int,
     kind: types.InlineCompletionTriggerKind = AUTO,
+    selected: types.SelectedCompletionInfo | None = None,
 ) -> types.InlineCompletionList | None:
     result = await editor.client.text_document_inline_completion_async(
         types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=kind),
+            context=types.InlineCompletionContext(
+                trigger_kind=kind, selected_completion_info=selected
+            ),
         )
     )
     assert result is None or isinstance(result, types.InlineCompletionList)

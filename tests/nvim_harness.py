@@ -89,6 +89,7 @@ def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60
     data: dict[str, Any] = json.loads(result.read_text())
     data["_diag"] = diag
     data["_seconds"] = elapsed
+    print(f"{scenario}: {elapsed:.1f}s")
     return data
 
 
@@ -110,5 +111,10 @@ def start_nvim(tmp_path: Path, workspace: Path) -> tuple[subprocess.Popen[bytes]
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         return sock.exists()
 
-    wait_until(listening, 20, "nvim to listen on its socket")
+    try:
+        wait_until(listening, 20, "nvim to listen on its socket")
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
     return proc, sock

@@ -206,7 +206,9 @@ async def test_specialist_candidates_reuse_the_prompt_and_differ_by_seed(
     tmp_path: Path, workspace: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     model = build_echo_model(tmp_path_factory.getbasetemp() / "echo-model")
-    config = write_config(tmp_path / "c.toml", None, f'model_path = "{model}"\ncandidates = 3')
+    # no workspace index: its numpy import would race the loader's JAX import (council.imports)
+    setup = f'model_path = "{model}"\ncandidates = 3\n[workspace]\nindex = false'
+    config = write_config(tmp_path / "c.toml", None, setup)
     editor = await start(workspace, config)
     try:
 

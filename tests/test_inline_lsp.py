@@ -7,8 +7,6 @@ model from `tests.training_fixtures` (it repeats the prompt's last token).
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +14,17 @@ from typing import Any
 
 import pytest
 from lsprotocol import types
-from pygls.uris import from_fs_path
-from pytest_lsp import ClientServerConfig, LanguageClient
 
 from providers.loopback import LoopbackProvider, Reply
+from tests.inline_client import (
+    INVOKED,
+    complete,
+    fim_requests,
+    request,
+    start,
+    texts,
+    write_config,
+)
 from tests.lsp_harness import Editor
 from tests.training_fixtures import build_echo_model
 from tests.waits import async_wait_until
@@ -27,80 +32,10 @@ from tests.waits import async_wait_until
 pytestmark = pytest.mark.anyio
 
 QWEN = "qwen2.5-coder:1.5b"
-AUTO, INVOKED = (
-    types.InlineCompletionTriggerKind.Automatic,
-    types.InlineCompletionTriggerKind.Invoked,
-)
-
-
-async def start(root: Path, config: Path, *, inline: bool = True) -> Editor:
-    """`council lsp` with a client that advertises inline completions."""
-    env = {
-        **os.environ,
-        "HOME": str(root.parent / "home"),
-        "XDG_CACHE_HOME": str(root.parent / "cache"),
-        "COUNCIL_CONFIG": str(config),
-    }
-    client = await ClientServerConfig(
-        server_command=[sys.executable, "-m", "slm_council", "lsp"], server_env=env
-    ).start()
-    assert isinstance(client, LanguageClient)
-    editor = Editor(client, root)
-    text_caps = types.TextDocumentClientCapabilities(
-        inline_completion=types.InlineCompletionClientCapabilities() if inline else None
-    )
-    editor.init_result = await client.initialize_session(
-        types.InitializeParams(
-            capabilities=types.ClientCapabilities(text_document=text_caps),
-            workspace_folders=[types.WorkspaceFolder(uri=from_fs_path(str(root)) or "", name="ws")],
-        )
-    )
-    return editor
-
-
-def write_config(path: Path, base_url: str | None, completion: str) -> Path:
-    providers = f'[providers.lb]\nbase_url = "{base_url}"\n' if base_url else ""
-    roles = '[roles]\norchestrator = "lb:x"\nresearcher = "lb:x"\ngenerator = "lb:x"\n'
-    roles += 'debugger = "lb:x"\ntester = "lb:x"\n'
-    path.write_text(
-        providers + (roles if base_url else "") + "[router]\nmax_retries = 0\n"
-        f"[completion]\n{completion}\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-async def complete(
-    editor: Editor,
-    uri: str,
-    line: int,
-    character: int,
-    kind: types.InlineCompletionTriggerKind = AUTO,
-    selected: types.SelectedCompletionInfo | None = None,
-) -> types.InlineCompletionList | None:
-    result = await editor.client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(
-                trigger_kind=kind, selected_completion_info=selected
-            ),
-        )
-    )
-    assert result is None or isinstance(result, types.InlineCompletionList)
-    return result
-
-
-def texts(result: types.InlineCompletionList | None) -> list[str]:
-    return [str(item.insert_text) for item in (result.items if result else [])]
 
 
 async def stats(editor: Editor) -> Any:
-    return await editor.client.protocol.send_request_async("council/inlineStats", {})
-
-
-def fim_requests(lb: LoopbackProvider) -> list[Any]:
-    return [r for r in lb.requests if r.path.endswith("/completions") and r.body]
+    return await request(editor, "council/inlineStats", {})
 
 
 @pytest.fixture

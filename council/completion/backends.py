@@ -31,6 +31,7 @@ from typing import Protocol
 
 from council.completion.context import approx_tokens
 from council.completion.worker import Worker, settle
+from council.imports import numpy
 from providers.base import CompletionRequest
 from providers.fim_formats import FORMATS, FimFormat, detect
 from providers.router import Router
@@ -170,6 +171,7 @@ class SpecialistBackend:
                     "directory. Set [completion] model_path to a training run or a Hugging "
                     'Face export, or use a provider: [completion] backend = "ollama:MODEL"'
                 )
+            numpy()  # first, under the lock: JAX imports it (see council.imports)
             self.specialist.ensure_loaded()
             # One real infill, so the first request does not pay for compiling the decode
             # step (a warm-up prompt of end tokens can stop before its first decode).
