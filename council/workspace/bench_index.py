@@ -113,10 +113,9 @@ def measure(root: Path, limits: Limits, *, queries: int, seed: int, memory: bool
     }
     builder.stop()
     report["completion_query"] = _q([_timed(lambda p=p: index.search(p, 4)) for p in probes])
-    targets = [
-        c for p in index.paths()[:: max(1, len(index.paths()) // 50)] for c in index.chunks_of(p)
-    ]
-    targets = [c for c in targets if c.kind == "function"][:50]
+    paths = index.paths()
+    sample = random.Random(seed).sample(paths, min(len(paths), 200))
+    targets = [c for p in sample for c in index.chunks_of(p) if c.kind == "function"][:50]
     council: list[float] = []
     for chunk in targets:
         text = index.text(chunk) or ""

@@ -37,7 +37,7 @@ _DEF_NAME = re.compile(r"^(?:async[ \t]+)?(def|class)[ \t]+([A-Za-z_]\w*)")
 _STOP = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | {"self", "cls"}
 
 
-@functools.lru_cache(maxsize=131_072)
+@functools.lru_cache(maxsize=16_384)  # the common identifiers; a miss costs ~2 µs
 def identifier_tokens(identifier: str) -> tuple[str, ...]:
     """`parseISODuration` -> ('parseisoduration', 'parse', 'iso', 'duration')."""
     if identifier in _STOP or len(identifier) < 2:

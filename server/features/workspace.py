@@ -74,13 +74,12 @@ class WorkspaceIndex:
         if self._key == (root, limits):
             return
         self._drop()
-        builder = Builder(root, limits)
+        builder = self.builder = Builder(root, limits)
         for uri, doc in list(self.server.workspace.text_documents.items()):
-            path = self.server.path_of(uri)
-            rel = builder.relative(path) if path is not None and path.suffix == ".py" else None
+            rel = self._rel(uri)
             if rel is not None:
                 builder.buffer(rel, doc.source)
-        self.builder = builder.start()
+        builder.start()
         self.completion = CompletionContext(builder.index)
         self._key = (root, limits)
         self._watch()
@@ -125,8 +124,14 @@ class WorkspaceIndex:
     # -- what the editor reports ----------------------------------------------------------------
 
     def _rel(self, uri: str) -> str | None:
-        path = self.server.path_of(uri)
-        if path is None or path.suffix != ".py" or self.builder is None:
+        """`uri` relative to the indexed root: a Python file inside it, else None."""
+        if self.builder is None:
+            return None
+        try:
+            path = self.server.path_of(uri)
+        except Exception:  # a URI a client made up must not fail a notification
+            return None
+        if path is None or path.suffix != ".py":
             return None
         return self.builder.relative(path)
 
@@ -163,7 +168,10 @@ class WorkspaceIndex:
         if builder is None:
             return
         for change in params.changes:
-            path = self.server.path_of(change.uri)
+            try:
+                path = self.server.path_of(change.uri)
+            except Exception:
+                continue
             rel = builder.relative(path) if path is not None else None
             if rel is None:
                 continue

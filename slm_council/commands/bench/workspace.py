@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="completion.snippet_tokens for both arms (default: the setting's default)",
     )
+    p.add_argument(
+        "--max-latency-ms",
+        type=int,
+        default=2_000,
+        help="completion.max_latency_ms for both arms (default 2000, not the setting's 250, so "
+        "that what is scored does not depend on how busy the machine is)",
+    )
     p.set_defaults(handler=handle_workspace)
 
     p = sub.add_parser("index", help="workspace index: build time, memory, query latency")
@@ -60,7 +67,7 @@ def handle_workspace(args: argparse.Namespace) -> int:
     from providers.specialist import DEFAULT_MODEL_DIR
 
     packages = [p for p in (args.packages or "").split(",") if p.strip()] or list(HELDOUT_PACKAGES)
-    config = CompletionConfig()
+    config = CompletionConfig(max_latency_ms=args.max_latency_ms)
     if args.snippet_tokens is not None:
         config = config.model_copy(update={"snippet_tokens": args.snippet_tokens})
     model = Path(args.model_path).expanduser() if args.model_path else DEFAULT_MODEL_DIR
