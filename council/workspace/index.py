@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from council.imports import numpy
 from council.symbols import split_lines
 from council.workspace.chunks import Piece, identifier_tokens, pieces, tokens
 
@@ -223,7 +224,7 @@ class Index:
 
     def compact(self, *, min_dead: int = 2_000) -> bool:
         """Drop dead chunks' postings once there are many (they only cost time and memory)."""
-        import numpy as np
+        np = numpy()
 
         with self._lock:
             if self._dead < max(min_dead, self._live // 4):
@@ -267,7 +268,7 @@ class Index:
         possible term score once more (a second, name-only field, as in BM25F), so the
         definition of a function the code calls outranks the other places that call it.
         """
-        import numpy as np
+        np = numpy()
 
         wanted = set(tokens(query))
         with self._lock:
@@ -311,7 +312,7 @@ class Index:
                 scores[cid] += bonus
 
     def _top(self, scores: np.ndarray, k: int, keep: Callable[[Chunk], bool] | None) -> list[Hit]:
-        import numpy as np
+        np = numpy()
 
         positive = int(np.count_nonzero(scores > 0))
         want = min(positive, max(4 * k, 32))

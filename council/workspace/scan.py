@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from council.imports import numpy
 from council.workspace.index import Index, file_stamp, prepare
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class Builder:
 
     def _run(self) -> None:
         try:
-            import numpy  # noqa: F401  (queries need it: import it here, not on a request)
+            numpy()  # queries need it: import it here (under the lock), not on a request
 
             self._walk()
             while not self._stop.is_set():
