@@ -22,7 +22,8 @@ import functools
 import keyword
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from council.symbols import definition_lines, parse, split_lines
 
@@ -74,6 +75,36 @@ class Piece:
             for token in identifier_tokens(self.name.rsplit(".", 1)[-1]):
                 found[token] += NAME_BOOST
         return found
+
+
+Stamp = tuple[int, int] | None  # (size, mtime_ns) of a file on disk; None: an open buffer
+
+
+@dataclass
+class Prepared:
+    """A file chunked and tokenized, ready to swap in (done without holding the lock)."""
+
+    path: str
+    pieces: list[Piece]
+    counts: list[dict[str, int]]
+    stamp: Stamp
+    text: str | None
+    absolute: Path | None
+    digests: list[int] = field(default_factory=list)
+
+
+def prepare(path: str, text: str, *, stamp: Stamp = None, absolute: Path | None = None) -> Prepared:
+    """Chunk and tokenize `text` (the expensive part of an update; no lock needed)."""
+    found = pieces(text)
+    return Prepared(
+        path,
+        found,
+        [dict(p.counts()) for p in found],
+        stamp,
+        text if stamp is None else None,
+        absolute,
+        [hash((p.name, p.text)) for p in found],
+    )
 
 
 def pieces(text: str) -> list[Piece]:

@@ -39,13 +39,13 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from council.imports import numpy
 from council.symbols import split_lines
-from council.workspace.chunks import Piece, identifier_tokens, pieces, tokens
+from council.workspace.chunks import Piece, Prepared, Stamp, identifier_tokens, prepare, tokens
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 K1 = 1.2
 B = 0.75
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-Stamp = tuple[int, int] | None  # (size, mtime_ns) of a file on disk; None: an open buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,33 +80,6 @@ class _File:
     digests: list[int]
     text: str | None = None  # kept for open buffers only
     absolute: Path | None = None
-
-
-@dataclass
-class Prepared:
-    """A file chunked and tokenized, ready to swap in (done without holding the lock)."""
-
-    path: str
-    pieces: list[Piece]
-    counts: list[dict[str, int]]
-    stamp: Stamp
-    text: str | None
-    absolute: Path | None
-    digests: list[int] = field(default_factory=list)
-
-
-def prepare(path: str, text: str, *, stamp: Stamp = None, absolute: Path | None = None) -> Prepared:
-    """Chunk and tokenize `text` (the expensive part of an update; no lock needed)."""
-    found = pieces(text)
-    return Prepared(
-        path,
-        found,
-        [dict(p.counts()) for p in found],
-        stamp,
-        text if stamp is None else None,
-        absolute,
-        [hash((p.name, p.text)) for p in found],
-    )
 
 
 class Index:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from council.imports import numpy
-from council.workspace.index import Index, file_stamp, prepare
+from council.workspace.chunks import prepare
+from council.workspace.index import Index, file_stamp
 
 log = logging.getLogger(__name__)
 
