@@ -439,11 +439,24 @@ class CompletionConfig(_Strict):
         description="Suggestions per request (duplicates removed) that the editor can cycle "
         "through; more than one samples the others at a higher temperature.",
     )
-    workspace_context: bool = Field(
-        True,
+    workspace_context: Literal["auto", "on", "off"] = Field(
+        "auto",
         description="Add the workspace chunks that best match the code around the cursor (BM25 "
-        "over identifiers, from the workspace index) to the snippet budget.",
+        "over identifiers, from the workspace index) to the snippet budget. `auto`: on for "
+        "provider backends, off for the built-in specialist, which measured no gain from them "
+        "(README, Workspace context). `true`/`false` mean `on`/`off`.",
     )
+
+    @field_validator("workspace_context", mode="before")
+    @classmethod
+    def _workspace_context(cls, value: object) -> object:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    def uses_workspace_context(self) -> bool:
+        """Whether completions get workspace chunks with this backend (see the field)."""
+        if self.workspace_context == "auto":
+            return self.backend != "specialist"
+        return self.workspace_context == "on"
 
     @field_validator("backend")
     @classmethod

@@ -155,3 +155,12 @@ def test_locality_is_explicit_or_loopback_only() -> None:
     )
     local = {n for n, p in settings.providers.items() if p.is_local}
     assert local == {"a", "b", "c", "e"}
+
+
+def test_workspace_context_is_on_for_providers_and_off_for_the_specialist_by_default() -> None:
+    from providers.settings import CompletionConfig
+
+    assert not CompletionConfig().uses_workspace_context()  # measured: no gain for it
+    assert CompletionConfig(backend="lb:m").uses_workspace_context()
+    assert CompletionConfig(workspace_context=True).uses_workspace_context()  # bool = on/off
+    assert not CompletionConfig(backend="lb:m", workspace_context="off").uses_workspace_context()

@@ -178,7 +178,7 @@ class Completer:
             count=self._count,
             others=others,
             snippet_budget=cfg.snippet_tokens if cfg.snippets else 0,
-            related=request.related if cfg.workspace_context else None,
+            related=request.related if cfg.uses_workspace_context() else None,
         )
         ex.set_window(window.prefix, window.snippets, window.suffix)
         ex.timings["window"] = (time.perf_counter() - started) * 1000

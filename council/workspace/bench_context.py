@@ -66,7 +66,8 @@ def bench_workspace(
     from providers.specialist import Specialist
     from training.site_packages import package_files
 
-    cfg = config or CompletionConfig()
+    # the arm with context must get it, whatever `auto` would choose for this backend
+    cfg = (config or CompletionConfig()).model_copy(update={"workspace_context": "on"})
     files = list(package_files(packages))
     chosen = build_cases(files, cases, seed=seed)
     by_package: dict[str, list[Path]] = defaultdict(list)
