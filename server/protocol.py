@@ -207,13 +207,17 @@ class CouncilProtocol(LanguageServerProtocol):
         request runs through a generator handler whose future is a `concurrent.futures.Future`,
         and cancelling one runs its done-callback at once, which removes the entry
         mid-iteration ("dictionary changed size during iteration"): `shutdown` itself failed.
-        The same steps, over a copy (no user SHUTDOWN handler is registered).
+        The same steps, over a copy (no user SHUTDOWN handler is registered), and only for
+        the client's requests: cancelling one of ours still waiting for the client (a
+        `client/registerCapability` sent just before) made its callback raise, and the
+        server's log showed a CancelledError traceback at every restart.
         """
         for run in list(getattr(self._server, "active_runs", {}).values()):
             run.scope.cancel()
         current_id = self.msg_id
+        outgoing = getattr(self, "_result_types", {})  # our own requests to the client
         for msg_id, future in list(self._request_futures.items()):
-            if msg_id != current_id and not future.done():
+            if msg_id != current_id and msg_id not in outgoing and not future.done():
                 future.cancel()
         self._shutdown = True
         return None

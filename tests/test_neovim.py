@@ -197,6 +197,13 @@ def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
             20,
             "the council client to attach",
         )
+        wait(  # the workspace index has read the folder (mathx.py also defines `add`)
+            'local c = vim.lsp.get_clients({ name = "council", bufnr = 0 })[1]'
+            ' local r = c:request_sync("council/workspaceIndex", {}, 2000, 0)'
+            " return r and r.result and r.result.building == false and r.result.indexed >= 3",
+            20,
+            "the workspace index",
+        )
         start = time.monotonic()
         nvim.input("2GA ")  # line 2, append: insert mode after "    return", then a space
         ghost = wait(
@@ -219,6 +226,9 @@ def test_real_keystrokes_in_insert_mode_show_ghost_text_and_tab_accepts(
         nvim.input("<Esc>")
         print(f"ghost text {shown_after * 1000:.0f} ms after the keystroke")
         nvim.command("qall!", async_=True)
+        # workspace context: mathx.py (not open) defines `add` too; the index put it in a prompt
+        prompts = [str(r.body.get("prompt", "")) for r in lb.requests if r.model == FIM]
+        assert any("# mathx.py" in p for p in prompts), prompts[-1:]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -199,14 +200,19 @@ class Workbench:
         return path
 
     def palette(self, command: str) -> None:
-        """F1, type the command's title, run the match."""
+        """F1, type the command's title, run the row whose label is exactly that title.
+
+        The first row is not enough: "Council: Run..." also matches "Council: Open Run
+        Report...", which the fuzzy ranking may put first.
+        """
         self.page.keyboard.press("F1")
         box = self.page.locator(".quick-input-widget input")
         box.wait_for(state="visible", timeout=10_000)
         box.fill(f">{command}")
-        row = self.page.locator(".quick-input-list .monaco-list-row", has_text=command).first
-        row.wait_for(state="visible", timeout=10_000)
-        self.page.keyboard.press("Enter")
+        label = self.page.locator(".quick-input-list .monaco-list-row .label-name")
+        exact = label.filter(has_text=re.compile(rf"^\s*{re.escape(command)}\s*$"))
+        exact.first.wait_for(state="visible", timeout=10_000)
+        exact.first.click()
 
     def open_file(self, name: str) -> None:
         self.page.keyboard.press("F1")

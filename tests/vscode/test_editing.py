@@ -56,6 +56,9 @@ def test_inline_suggestion_appears_as_ghost_text_and_tab_accepts_it(
     assert target.read_text().splitlines()[1] == "    return a + b", target.read_text()
     fim = [r for r in lb.requests if r.model == FIM]
     assert fim, "no completion request reached the provider"
+    # workspace context: `add` is defined in mathx.py, which is not open; the index found it
+    prompts = [str(r.body.get("prompt", "")) for r in fim if isinstance(r.body, dict)]
+    assert any("# mathx.py" in p for p in prompts), prompts[-1]
 
 
 @APPLIED_AT_ONCE
