@@ -200,7 +200,7 @@ class Workbench:
         return path
 
     def palette(self, command: str) -> None:
-        """F1, type the command's title, run the row whose label is exactly that title.
+        """F1, type the command's title, run the row whose label starts with that title.
 
         The first row is not enough: "Council: Run..." also matches "Council: Open Run
         Report...", which the fuzzy ranking may put first.
@@ -210,7 +210,8 @@ class Workbench:
         box.wait_for(state="visible", timeout=10_000)
         box.fill(f">{command}")
         label = self.page.locator(".quick-input-list .monaco-list-row .label-name")
-        exact = label.filter(has_text=re.compile(rf"^\s*{re.escape(command)}\s*$"))
+        # the label starts with the title (some add a qualifier: "(Errors, Warnings, Infos)")
+        exact = label.filter(has_text=re.compile(rf"^\s*{re.escape(command)}"))
         exact.first.wait_for(state="visible", timeout=10_000)
         exact.first.click()
 
